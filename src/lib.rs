@@ -1,0 +1,23 @@
+//! mailbox_exporter: logs in to POP3 and IMAP mailboxes and reports, per account, whether
+//! authentication works, how, and why not.
+//!
+//! Layout:
+//! - [`verdict`]: the vocabulary of a probe's outcome (methods, reasons, phases).
+//! - [`proto`]: sans-IO POP3/IMAP reply parsing and SASL computations.
+//! - [`conn`]: the bounded, line-oriented connection every dialogue runs over.
+//! - [`transcript`]: the redacted record of a dialogue.
+//! - [`tls`]: TLS connectors and certificate facts.
+//! - [`probe`]: the login ladders that turn a [`probe::Target`] into a [`verdict::Verdict`].
+//! - [`config`]: configuration, raw to validated.
+//! - [`sim`]: scripted POP3/IMAP servers for tests, the demo and benchmarks.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod conn;
+pub mod probe;
+pub mod proto;
+pub mod secret;
+pub mod sim;
+pub mod tls;
+pub mod transcript;
+pub mod verdict;
