@@ -1,1 +1,160 @@
-//! TLS.
+//! TLS for the prober: connectors built once per distinct setting, the handshake, and the facts
+//! of the server certificate an operator wants (its expiry).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_native_tls::{TlsConnector, TlsStream};
+
+/// Most bytes read from a CA file; a certificate bundle is far smaller.
+const MAX_CA_FILE: u64 = 4 * 1024 * 1024;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read CA file {path}: {detail}")]
+    CaFile { path: PathBuf, detail: String },
+    #[error("TLS setup failed: {0}")]
+    Setup(String),
+    #[error("TLS handshake failed: {0}")]
+    Handshake(String),
+}
+
+type Key = (bool, Option<PathBuf>);
+
+/// A connector for these settings, built on first use and shared afterwards (building one loads
+/// the system trust store, which is too slow to do per probe).
+pub fn connector(verify: bool, ca_file: Option<&Path>) -> Result<TlsConnector, TlsError> {
+    static CACHE: OnceLock<Mutex<HashMap<Key, TlsConnector>>> = OnceLock::new();
+    let key = (verify, ca_file.map(Path::to_path_buf));
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(found) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(found.clone());
+    }
+    let built = build(verify, ca_file)?;
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, built.clone());
+    Ok(built)
+}
+
+fn build(verify: bool, ca_file: Option<&Path>) -> Result<TlsConnector, TlsError> {
+    let mut builder = native_tls::TlsConnector::builder();
+    if !verify {
+        builder
+            .danger_accept_invalid_certs(true)
+            .danger_accept_invalid_hostnames(true);
+    }
+    if let Some(path) = ca_file {
+        for cert in load_ca_file(path)? {
+            builder.add_root_certificate(cert);
+        }
+    }
+    let connector = builder
+        .build()
+        .map_err(|e| TlsError::Setup(e.to_string()))?;
+    Ok(TlsConnector::from(connector))
+}
+
+/// Reads every PEM certificate of a CA file; an empty or non-PEM file is an error.
+pub fn load_ca_file(path: &Path) -> Result<Vec<native_tls::Certificate>, TlsError> {
+    use std::io::Read;
+    let fail = |detail: String| TlsError::CaFile {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let mut pem = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_CA_FILE).read_to_end(&mut pem))
+        .map_err(|e| fail(e.to_string()))?;
+    let text = String::from_utf8_lossy(&pem);
+    let mut certs = Vec::new();
+    let mut rest = text.as_ref();
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    while let Some(start) = rest.find(BEGIN) {
+        let Some(len) = rest[start..].find(END) else {
+            return Err(fail("unterminated PEM certificate".into()));
+        };
+        let block = &rest[start..start + len + END.len()];
+        let cert = native_tls::Certificate::from_pem(block.as_bytes())
+            .map_err(|e| fail(format!("invalid certificate: {e}")))?;
+        certs.push(cert);
+        rest = &rest[start + len + END.len()..];
+    }
+    if certs.is_empty() {
+        return Err(fail("no PEM certificate found".into()));
+    }
+    Ok(certs)
+}
+
+/// Runs the client handshake, verifying against `host` (a name or an IP address).
+pub async fn handshake<S>(
+    connector: &TlsConnector,
+    host: &str,
+    stream: S,
+) -> Result<TlsStream<S>, TlsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    connector
+        .connect(host, stream)
+        .await
+        .map_err(|e| TlsError::Handshake(e.to_string()))
+}
+
+/// The leaf certificate's notAfter, in seconds since the epoch.
+pub fn cert_expiry<S>(stream: &TlsStream<S>) -> Option<i64>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let cert = stream.get_ref().peer_certificate().ok()??;
+    let der = cert.to_der().ok()?;
+    not_after(&der)
+}
+
+/// notAfter of a DER certificate, seconds since the epoch.
+pub fn not_after(der: &[u8]) -> Option<i64> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_not_after_from_a_certificate() {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(2031, 5, 17);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        // 2031-05-17T00:00:00Z
+        assert_eq!(not_after(cert.der()), Some(1_936_742_400));
+    }
+
+    #[test]
+    fn ca_file_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, "not a certificate").unwrap();
+        let err = load_ca_file(&path).err().unwrap().to_string();
+        assert!(err.contains("ca.pem") && err.contains("no PEM certificate"), "{err}");
+        let missing = load_ca_file(&dir.path().join("missing.pem")).err().unwrap().to_string();
+        assert!(missing.contains("missing.pem"), "{missing}");
+    }
+
+    #[test]
+    fn loads_a_pem_bundle() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let a = rcgen::CertificateParams::new(vec!["a".to_string()]).unwrap().self_signed(&key).unwrap();
+        let b = rcgen::CertificateParams::new(vec!["b".to_string()]).unwrap().self_signed(&key).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bundle.pem");
+        std::fs::write(&path, format!("{}\n{}", a.pem(), b.pem())).unwrap();
+        assert_eq!(load_ca_file(&path).unwrap().len(), 2);
+        assert!(connector(true, Some(&path)).is_ok());
+    }
+}
