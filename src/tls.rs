@@ -141,16 +141,28 @@ mod tests {
         let path = dir.path().join("ca.pem");
         std::fs::write(&path, "not a certificate").unwrap();
         let err = load_ca_file(&path).err().unwrap().to_string();
-        assert!(err.contains("ca.pem") && err.contains("no PEM certificate"), "{err}");
-        let missing = load_ca_file(&dir.path().join("missing.pem")).err().unwrap().to_string();
+        assert!(
+            err.contains("ca.pem") && err.contains("no PEM certificate"),
+            "{err}"
+        );
+        let missing = load_ca_file(&dir.path().join("missing.pem"))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(missing.contains("missing.pem"), "{missing}");
     }
 
     #[test]
     fn loads_a_pem_bundle() {
         let key = rcgen::KeyPair::generate().unwrap();
-        let a = rcgen::CertificateParams::new(vec!["a".to_string()]).unwrap().self_signed(&key).unwrap();
-        let b = rcgen::CertificateParams::new(vec!["b".to_string()]).unwrap().self_signed(&key).unwrap();
+        let a = rcgen::CertificateParams::new(vec!["a".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let b = rcgen::CertificateParams::new(vec!["b".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bundle.pem");
         std::fs::write(&path, format!("{}\n{}", a.pem(), b.pem())).unwrap();

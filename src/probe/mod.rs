@@ -1,13 +1,36 @@
 //! Logging in to one mailbox and coming back with a [`Verdict`].
+//!
+//! A probe opens a connection (DNS, TCP, TLS), reads the greeting and capabilities, then walks
+//! a ladder of methods: the pinned one, or for BEST every advertised one, strongest first,
+//! starting with the method that worked last time. A rejected rung moves on to the next on
+//! the same connection while the server keeps it open, and on a fresh one when it hangs up.
+//! Every step runs under the probe's deadline.
+
+mod advice;
+mod imap;
+mod pop3;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::secret::Password;
-use crate::verdict::{AuthMode, Method, Protocol, TlsMode, Verdict};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
 
-/// Default deadline for a whole probe.
+use crate::conn::{ConnError, Connection};
+use crate::secret::Password;
+use crate::tls::{self, TlsError};
+use crate::transcript::Transcript;
+use crate::verdict::{
+    Attempt, AttemptResult, AuthMode, Method, Phase, Phases, Protocol, Reason, TlsMode, Verdict,
+};
+
+/// Default deadline for a whole probe. Dovecot delays each failed login by up to 15 s, and a
+/// BEST ladder may meet two such failures before the method that works.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a polite QUIT/LOGOUT may take once the verdict is known.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// TLS settings of one account.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -45,9 +68,534 @@ impl Target {
     }
 }
 
+/// Why a probe did not log in. The variants map to the fixed `reason` label in
+/// [`ProbeError::reason`]; the text is for people and never becomes a label.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProbeError {
+    #[error("cannot resolve {host}: {detail}")]
+    Dns { host: String, detail: String },
+    #[error("cannot connect to {server}: {detail}")]
+    Connect { server: String, detail: String },
+    #[error("{0}")]
+    Tls(String),
+    #[error("no answer within the probe timeout during the {0} phase")]
+    Timeout(Phase),
+    #[error("{0}")]
+    Protocol(String),
+    /// The server hung up (or reset) the connection mid-dialogue.
+    #[error("{0}")]
+    Closed(String),
+    #[error("{0}")]
+    ServerBusy(String),
+    #[error("{0}")]
+    ServerError(String),
+    #[error("{0}")]
+    AuthRejected(String),
+    #[error("{0}")]
+    MechanismUnavailable(String),
+    #[error("{0}")]
+    PlaintextDisallowed(String),
+}
+
+impl ProbeError {
+    /// The one place errors become `reason` label values.
+    pub fn reason(&self) -> Reason {
+        match self {
+            ProbeError::Dns { .. } => Reason::Dns,
+            ProbeError::Connect { .. } => Reason::Connect,
+            ProbeError::Tls(_) => Reason::Tls,
+            ProbeError::Timeout(_) => Reason::Timeout,
+            ProbeError::Protocol(_) | ProbeError::Closed(_) => Reason::Protocol,
+            ProbeError::ServerBusy(_) => Reason::ServerBusy,
+            ProbeError::ServerError(_) => Reason::ServerError,
+            ProbeError::AuthRejected(_) => Reason::AuthRejected,
+            ProbeError::MechanismUnavailable(_) => Reason::MechanismUnavailable,
+            ProbeError::PlaintextDisallowed(_) => Reason::PlaintextDisallowed,
+        }
+    }
+}
+
+impl From<ConnError> for ProbeError {
+    fn from(e: ConnError) -> Self {
+        match e {
+            ConnError::BufferedBeforeUpgrade(_) => ProbeError::Tls(e.to_string()),
+            ConnError::Closed => ProbeError::Closed(e.to_string()),
+            ConnError::Io(ref io)
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::BrokenPipe
+                        | std::io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                ProbeError::Closed(format!("the server closed the connection ({io})"))
+            }
+            other => ProbeError::Protocol(other.to_string()),
+        }
+    }
+}
+
+impl RungEnd {
+    /// A broken connection before any answer may only mean the server hung up after an earlier
+    /// rejection; a timeout or garbage is a failure.
+    pub fn from_error(e: ProbeError) -> RungEnd {
+        match e {
+            ProbeError::Closed(_) => RungEnd::Lost(e),
+            other => RungEnd::Failed(other),
+        }
+    }
+
+    /// Once the credentials went out, a hang-up is the server's answer, not a reason to retry.
+    pub fn stay_on_connection(self) -> RungEnd {
+        match self {
+            RungEnd::Lost(e) => RungEnd::Failed(e),
+            other => other,
+        }
+    }
+}
+
+impl From<TlsError> for ProbeError {
+    fn from(e: TlsError) -> Self {
+        ProbeError::Tls(e.to_string())
+    }
+}
+
+/// A byte stream of any kind: TCP, TLS over TCP, or a test double.
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+pub(crate) type Conn = Connection<Box<dyn Stream>>;
+
+/// An open, greeted connection and what the server advertised on it.
+pub(crate) struct Link<C> {
+    pub conn: Conn,
+    /// TLS is active on this connection.
+    pub tls: bool,
+    pub caps: C,
+    /// A rung has been tried on this connection already.
+    pub used: bool,
+}
+
+/// The end of one rung.
+pub(crate) enum RungEnd {
+    Success,
+    /// The server refused the login; the next rung may still work.
+    Rejected(ProbeError),
+    /// The rung ended without a verdict on the credentials; the ladder stops.
+    Failed(ProbeError),
+    /// The connection was gone before the server answered; worth a fresh connection when an
+    /// earlier rung on it was rejected (some servers hang up after a failed login).
+    Lost(ProbeError),
+}
+
+/// A protocol's side of the ladder.
+pub(crate) trait Dialect {
+    type Caps;
+
+    /// Connects, greets, negotiates TLS and reads the capabilities.
+    async fn open(&self, s: &mut Session<'_>) -> Result<Link<Self::Caps>, ProbeError>;
+
+    /// The rungs to try, in order; an error when none can be tried.
+    fn plan(&self, s: &Session<'_>, link: &Link<Self::Caps>) -> Result<Vec<Method>, ProbeError>;
+
+    async fn attempt(&self, s: &mut Session<'_>, link: &mut Link<Self::Caps>, m: Method)
+    -> RungEnd;
+
+    /// QUIT or LOGOUT, politely and briefly.
+    async fn goodbye(&self, link: &mut Link<Self::Caps>);
+}
+
+/// The state of one probe across its connections.
+pub(crate) struct Session<'a> {
+    pub target: &'a Target,
+    pub preferred: Option<Method>,
+    deadline: Instant,
+    pub phases: Phases,
+    pub attempts: Vec<Attempt>,
+    pub cleartext: bool,
+    pub cert_expiry: Option<i64>,
+    /// The server offered OAuth2 mechanisms (a hint for the advice when passwords fail).
+    pub oauth_offered: bool,
+    /// Held here while no connection is open.
+    transcript: Transcript,
+}
+
+impl<'a> Session<'a> {
+    fn new(target: &'a Target, preferred: Option<Method>) -> Self {
+        Session {
+            target,
+            preferred,
+            deadline: Instant::now() + target.timeout,
+            phases: Phases::default(),
+            attempts: Vec::new(),
+            cleartext: false,
+            cert_expiry: None,
+            oauth_offered: false,
+            transcript: Transcript::new(&target.password),
+        }
+    }
+
+    /// Runs `fut` under the probe deadline, adding its time to `phase`.
+    pub async fn timed<T, E>(
+        &mut self,
+        phase: Phase,
+        fut: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, ProbeError>
+    where
+        E: Into<ProbeError>,
+    {
+        let start = Instant::now();
+        let result = tokio::time::timeout_at(self.deadline, fut).await;
+        self.phases.add(phase, start.elapsed());
+        match result {
+            Ok(inner) => inner.map_err(Into::into),
+            Err(_) => Err(ProbeError::Timeout(phase)),
+        }
+    }
+
+    pub fn note(&mut self, text: &str) {
+        self.transcript.note(text);
+    }
+
+    fn record(&mut self, method: Method, result: AttemptResult) {
+        self.attempts.push(Attempt { method, result });
+    }
+
+    /// DNS, TCP and, for implicit TLS, the handshake.
+    pub async fn connect(&mut self) -> Result<(Conn, bool), ProbeError> {
+        let target = self.target;
+        let server = target.server();
+        self.note(&format!(
+            "connecting to {server} ({}, tls {})",
+            target.protocol, target.tls.mode
+        ));
+        let host = target.host.clone();
+        let port = target.port;
+        let addrs: Vec<_> = self
+            .timed(Phase::Connect, async {
+                tokio::net::lookup_host((host.as_str(), port))
+                    .await
+                    .map(|a| a.collect::<Vec<_>>())
+                    .map_err(|e| ProbeError::Dns {
+                        host: host.clone(),
+                        detail: e.to_string(),
+                    })
+            })
+            .await?;
+        let tcp = self
+            .timed(Phase::Connect, async {
+                let mut last = None;
+                for addr in &addrs {
+                    match TcpStream::connect(addr).await {
+                        Ok(tcp) => return Ok(tcp),
+                        Err(e) => last = Some(format!("{addr}: {e}")),
+                    }
+                }
+                Err(ProbeError::Connect {
+                    server: server.clone(),
+                    detail: last.unwrap_or_else(|| "no address".into()),
+                })
+            })
+            .await?;
+        let _ = tcp.set_nodelay(true);
+        if target.tls.mode == TlsMode::Implicit {
+            let stream = self.handshake(Box::new(tcp)).await?;
+            return Ok((Connection::new(stream, self.take_transcript()), true));
+        }
+        Ok((
+            Connection::new(Box::new(tcp), self.take_transcript()),
+            false,
+        ))
+    }
+
+    async fn handshake(&mut self, stream: Box<dyn Stream>) -> Result<Box<dyn Stream>, ProbeError> {
+        let settings = &self.target.tls;
+        let connector = tls::connector(settings.verify, settings.ca_file.as_deref())?;
+        let host = self.target.host.clone();
+        let tls_stream = self
+            .timed(Phase::Tls, tls::handshake(&connector, &host, stream))
+            .await?;
+        self.cert_expiry = tls::cert_expiry(&tls_stream);
+        self.note(if settings.verify {
+            "TLS established, certificate verified"
+        } else {
+            "TLS established, certificate NOT verified (tls_verify: false)"
+        });
+        Ok(Box::new(tls_stream))
+    }
+
+    /// STLS/STARTTLS after the server said go ahead: the handshake on the same socket.
+    pub async fn upgrade(&mut self, conn: Conn) -> Result<Conn, ProbeError> {
+        let (stream, transcript) = match conn.into_parts() {
+            Ok(parts) => parts,
+            Err((e, transcript)) => {
+                self.transcript = transcript;
+                return Err(e.into());
+            }
+        };
+        self.transcript = transcript;
+        let stream = self.handshake(stream).await?;
+        Ok(Connection::new(stream, self.take_transcript()))
+    }
+
+    fn take_transcript(&mut self) -> Transcript {
+        std::mem::take(&mut self.transcript)
+    }
+
+    /// Takes the transcript back from a connection that is done.
+    pub fn release(&mut self, conn: Conn) {
+        self.transcript = conn.into_transcript();
+    }
+}
+
 /// Runs one probe. `preferred` is the method that worked last time: BEST tries it first and
-/// walks the whole ladder only when it no longer works.
+/// walks the rest of the ladder only when it no longer works.
 pub async fn probe(target: &Target, preferred: Option<Method>) -> Verdict {
-    let _ = (target, preferred);
-    todo!()
+    let started = Instant::now();
+    let mut s = Session::new(target, preferred);
+    let outcome = match credentials_problem(target) {
+        Some(e) => Err(e),
+        None => match target.protocol {
+            Protocol::Pop3 => ladder(&mut s, &pop3::Pop3).await,
+            Protocol::Imap => ladder(&mut s, &imap::Imap).await,
+        },
+    };
+    s.phases.total = started.elapsed();
+    finish(s, outcome)
+}
+
+/// Credentials no command can carry are refused before any command is built.
+fn credentials_problem(target: &Target) -> Option<ProbeError> {
+    let bad = |v: &str| v.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0));
+    if bad(&target.username) || bad(target.password.expose()) {
+        return Some(ProbeError::MechanismUnavailable(
+            "the username or password contains CR, LF or NUL, which no login command can carry"
+                .into(),
+        ));
+    }
+    None
+}
+
+async fn ladder<D: Dialect>(s: &mut Session<'_>, d: &D) -> Result<Option<Method>, ProbeError> {
+    let mut link = d.open(s).await?;
+    let rungs = match d.plan(s, &link) {
+        Ok(rungs) => rungs,
+        Err(e) => {
+            d.goodbye(&mut link).await;
+            s.release(link.conn);
+            return Err(e);
+        }
+    };
+    if rungs.is_empty() {
+        // Pre-authenticated: there was nothing to try.
+        d.goodbye(&mut link).await;
+        s.release(link.conn);
+        return Ok(None);
+    }
+    let mut rejections: Vec<(Method, ProbeError)> = Vec::new();
+    let mut reconnected = false;
+    let mut i = 0;
+    while i < rungs.len() {
+        let method = rungs[i];
+        match d.attempt(s, &mut link, method).await {
+            RungEnd::Success => {
+                s.record(method, AttemptResult::Success);
+                d.goodbye(&mut link).await;
+                s.release(link.conn);
+                return Ok(Some(method));
+            }
+            RungEnd::Rejected(e) => {
+                s.record(method, AttemptResult::Rejected);
+                rejections.push((method, e));
+                link.used = true;
+                reconnected = false;
+                i += 1;
+            }
+            RungEnd::Lost(e) if link.used && !reconnected => {
+                s.release(link.conn);
+                s.note("the server closed the connection after the rejection; reconnecting");
+                let _ = e;
+                link = d.open(s).await?;
+                reconnected = true;
+            }
+            RungEnd::Failed(e) | RungEnd::Lost(e) => {
+                s.record(method, AttemptResult::Error);
+                d.goodbye(&mut link).await;
+                s.release(link.conn);
+                return Err(e);
+            }
+        }
+    }
+    d.goodbye(&mut link).await;
+    s.release(link.conn);
+    Err(combine(rejections))
+}
+
+/// One error for a ladder whose every rung was refused: plaintext refusals only when nothing
+/// else was said, otherwise the credentials.
+fn combine(rejections: Vec<(Method, ProbeError)>) -> ProbeError {
+    let all_plaintext = rejections
+        .iter()
+        .all(|(_, e)| matches!(e, ProbeError::PlaintextDisallowed(_)));
+    let detail = rejections
+        .iter()
+        .map(|(m, e)| format!("{m} rejected: {e}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    if all_plaintext {
+        ProbeError::PlaintextDisallowed(detail)
+    } else {
+        ProbeError::AuthRejected(detail)
+    }
+}
+
+fn finish(s: Session<'_>, outcome: Result<Option<Method>, ProbeError>) -> Verdict {
+    let Session {
+        target,
+        phases,
+        attempts,
+        cleartext,
+        cert_expiry,
+        oauth_offered,
+        transcript,
+        ..
+    } = s;
+    let (success, method, error) = match outcome {
+        Ok(method) => (true, method, None),
+        Err(e) => (false, None, Some(e)),
+    };
+    let fallback = success && attempts.iter().any(|a| a.result == AttemptResult::Rejected);
+    let reason = error.as_ref().map(ProbeError::reason);
+    let detail = error.as_ref().map(|e| transcript.scrub(&e.to_string()));
+    let facts = advice::Facts {
+        target,
+        success,
+        method,
+        reason,
+        fallback,
+        cleartext,
+        attempts: &attempts,
+        oauth_offered,
+    };
+    let advice = advice::advise(&facts);
+    let mut transcript = transcript;
+    match (&method, &detail) {
+        (Some(m), _) => transcript.note(&format!("logged in with {m}")),
+        (None, Some(d)) => transcript.note(&format!("failed: {d}")),
+        (None, None) => transcript.note("logged in (pre-authenticated by the server)"),
+    }
+    Verdict {
+        success,
+        method,
+        reason,
+        detail,
+        fallback,
+        cleartext,
+        attempts,
+        phases,
+        cert_expiry,
+        advice,
+        transcript: transcript.into_lines(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> Target {
+        Target {
+            protocol: Protocol::Pop3,
+            host: "127.0.0.1".into(),
+            port: 1,
+            tls: TlsSettings {
+                mode: TlsMode::None,
+                verify: true,
+                ca_file: None,
+            },
+            username: "u".into(),
+            password: Password::new("pw"),
+            auth_mode: AuthMode::Best,
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn the_probe_future_is_send() {
+        fn assert_send<T: Send>(_: &T) {}
+        let t = target();
+        let fut = probe(&t, None);
+        assert_send(&fut);
+    }
+
+    #[tokio::test]
+    async fn refuses_credentials_no_command_can_carry() {
+        let mut t = target();
+        t.password = Password::new("pw\r\nDELE 1");
+        let v = probe(&t, None).await;
+        assert!(!v.success);
+        assert_eq!(v.reason, Some(Reason::MechanismUnavailable));
+        assert!(v.attempts.is_empty());
+        assert!(v.transcript.iter().all(|l| !l.contains("DELE")));
+    }
+
+    #[test]
+    fn every_error_maps_to_one_reason() {
+        let cases = [
+            (
+                ProbeError::Dns {
+                    host: "h".into(),
+                    detail: "d".into(),
+                },
+                Reason::Dns,
+            ),
+            (
+                ProbeError::Connect {
+                    server: "s".into(),
+                    detail: "d".into(),
+                },
+                Reason::Connect,
+            ),
+            (ProbeError::Tls("x".into()), Reason::Tls),
+            (ProbeError::Timeout(Phase::Greeting), Reason::Timeout),
+            (ProbeError::Protocol("x".into()), Reason::Protocol),
+            (ProbeError::Closed("x".into()), Reason::Protocol),
+            (ProbeError::ServerBusy("x".into()), Reason::ServerBusy),
+            (ProbeError::ServerError("x".into()), Reason::ServerError),
+            (ProbeError::AuthRejected("x".into()), Reason::AuthRejected),
+            (
+                ProbeError::MechanismUnavailable("x".into()),
+                Reason::MechanismUnavailable,
+            ),
+            (
+                ProbeError::PlaintextDisallowed("x".into()),
+                Reason::PlaintextDisallowed,
+            ),
+        ];
+        for (e, r) in cases {
+            assert_eq!(e.reason(), r, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn a_mixed_ladder_is_a_credentials_failure() {
+        let e = combine(vec![
+            (
+                Method::Apop,
+                ProbeError::AuthRejected("-ERR [AUTH] no".into()),
+            ),
+            (
+                Method::Pass,
+                ProbeError::PlaintextDisallowed("-ERR plaintext".into()),
+            ),
+        ]);
+        assert_eq!(e.reason(), Reason::AuthRejected);
+        assert!(e.to_string().contains("APOP rejected") && e.to_string().contains("PASS rejected"));
+        let e = combine(vec![(
+            Method::Pass,
+            ProbeError::PlaintextDisallowed("p".into()),
+        )]);
+        assert_eq!(e.reason(), Reason::PlaintextDisallowed);
+    }
 }

@@ -213,7 +213,8 @@ mod tests {
     #[test]
     fn parses_greetings() {
         assert_eq!(
-            parse_response("* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] Dovecot ready.").unwrap(),
+            parse_response("* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] Dovecot ready.")
+                .unwrap(),
             Response::Condition {
                 status: Status::Ok,
                 code: Some(Code::Capability(vec![
@@ -226,13 +227,26 @@ mod tests {
         );
         assert!(matches!(
             parse_response("* PREAUTH welcome").unwrap(),
-            Response::Condition { status: Status::Preauth, code: None, .. }
+            Response::Condition {
+                status: Status::Preauth,
+                code: None,
+                ..
+            }
         ));
         assert!(matches!(
             parse_response("* BYE too many connections").unwrap(),
-            Response::Condition { status: Status::Bye, .. }
+            Response::Condition {
+                status: Status::Bye,
+                ..
+            }
         ));
-        assert!(matches!(parse_response("* OK").unwrap(), Response::Condition { status: Status::Ok, .. }));
+        assert!(matches!(
+            parse_response("* OK").unwrap(),
+            Response::Condition {
+                status: Status::Ok,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -251,10 +265,16 @@ mod tests {
             Response::Tagged { code, .. } => code,
             other => panic!("{other:?}"),
         };
-        assert_eq!(code("a2 NO [PRIVACYREQUIRED] Use TLS"), Some(Code::PrivacyRequired));
+        assert_eq!(
+            code("a2 NO [PRIVACYREQUIRED] Use TLS"),
+            Some(Code::PrivacyRequired)
+        );
         assert_eq!(code("a2 NO [UNAVAILABLE] later"), Some(Code::Unavailable));
         assert_eq!(code("a2 ok [alert] hi"), Some(Code::Alert));
-        assert_eq!(code("a2 BAD [X-FOO bar] hi"), Some(Code::Other("X-FOO".into())));
+        assert_eq!(
+            code("a2 BAD [X-FOO bar] hi"),
+            Some(Code::Other("X-FOO".into()))
+        );
         assert_eq!(code("a2 NO plain"), None);
     }
 
@@ -262,19 +282,39 @@ mod tests {
     fn parses_capability_and_continuations() {
         assert_eq!(
             parse_response("* CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED").unwrap(),
-            Response::Capability(vec!["IMAP4REV1".into(), "STARTTLS".into(), "LOGINDISABLED".into()])
+            Response::Capability(vec![
+                "IMAP4REV1".into(),
+                "STARTTLS".into(),
+                "LOGINDISABLED".into()
+            ])
         );
-        assert_eq!(parse_response("+ PDEyMz4=").unwrap(), Response::Continuation("PDEyMz4=".into()));
-        assert_eq!(parse_response("+").unwrap(), Response::Continuation(String::new()));
+        assert_eq!(
+            parse_response("+ PDEyMz4=").unwrap(),
+            Response::Continuation("PDEyMz4=".into())
+        );
+        assert_eq!(
+            parse_response("+").unwrap(),
+            Response::Continuation(String::new())
+        );
         assert_eq!(parse_response("* 3 EXISTS").unwrap(), Response::Data);
     }
 
     #[test]
     fn rejects_garbage() {
-        for line in ["", "HTTP/1.1 400 Bad Request", "a1 MAYBE", "garbage", "* ", "+OK pop3"] {
+        for line in [
+            "",
+            "HTTP/1.1 400 Bad Request",
+            "a1 MAYBE",
+            "garbage",
+            "* ",
+            "+OK pop3",
+        ] {
             let parsed = parse_response(line);
             assert!(
-                !matches!(parsed, Ok(Response::Tagged { .. }) | Ok(Response::Condition { .. })),
+                !matches!(
+                    parsed,
+                    Ok(Response::Tagged { .. }) | Ok(Response::Condition { .. })
+                ),
                 "{line:?} -> {parsed:?}"
             );
         }
@@ -282,7 +322,13 @@ mod tests {
 
     #[test]
     fn capabilities() {
-        let caps = Capabilities::new(vec!["IMAP4rev1".into(), "AUTH=CRAM-MD5".into(), "auth=plain".into(), "LOGINDISABLED".into(), "AUTH=XOAUTH2".into()]);
+        let caps = Capabilities::new(vec![
+            "IMAP4rev1".into(),
+            "AUTH=CRAM-MD5".into(),
+            "auth=plain".into(),
+            "LOGINDISABLED".into(),
+            "AUTH=XOAUTH2".into(),
+        ]);
         assert!(caps.auth("CRAM-MD5") && caps.auth("PLAIN") && !caps.auth("LOGIN"));
         assert!(caps.login_disabled() && !caps.starttls() && !caps.sasl_ir() && caps.oauth());
     }

@@ -57,7 +57,10 @@ fn split_code(text: &str) -> (Option<String>, &str) {
     {
         let code = inner[..end].trim();
         if !code.is_empty() && code.len() <= 64 && !code.contains(' ') {
-            return (Some(code.to_ascii_uppercase()), inner[end + 1..].trim_start());
+            return (
+                Some(code.to_ascii_uppercase()),
+                inner[end + 1..].trim_start(),
+            );
         }
     }
     (None, text)
@@ -79,7 +82,9 @@ impl Reply {
     pub fn says_plaintext_disallowed(&self) -> bool {
         let text = self.text.to_ascii_lowercase();
         (text.contains("plaintext") || text.contains("cleartext") || text.contains("plain text"))
-            && (text.contains("disallow") || text.contains("not allowed") || text.contains("disabled"))
+            && (text.contains("disallow")
+                || text.contains("not allowed")
+                || text.contains("disabled"))
     }
 }
 
@@ -169,7 +174,10 @@ mod tests {
     #[test]
     fn reads_rfc3206_codes() {
         let code = |l: &str| parse_reply(l).unwrap().refusal();
-        assert_eq!(code("-ERR [AUTH] Authentication failed."), Refusal::Credentials);
+        assert_eq!(
+            code("-ERR [AUTH] Authentication failed."),
+            Refusal::Credentials
+        );
         assert_eq!(code("-ERR Authentication failed."), Refusal::Credentials);
         assert_eq!(code("-ERR [SYS/TEMP] try later"), Refusal::Busy);
         assert_eq!(code("-ERR [SYS/TEMP/DB] try later"), Refusal::Busy);
@@ -186,7 +194,11 @@ mod tests {
         )
         .unwrap();
         assert!(r.says_plaintext_disallowed());
-        assert!(!parse_reply("-ERR [AUTH] Authentication failed.").unwrap().says_plaintext_disallowed());
+        assert!(
+            !parse_reply("-ERR [AUTH] Authentication failed.")
+                .unwrap()
+                .says_plaintext_disallowed()
+        );
     }
 
     #[test]
@@ -208,10 +220,18 @@ mod tests {
 
     #[test]
     fn parses_capa() {
-        let lines: Vec<String> = ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "USER", "SASL PLAIN cram-md5", "STLS"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let lines: Vec<String> = [
+            "TOP",
+            "UIDL",
+            "RESP-CODES",
+            "AUTH-RESP-CODE",
+            "USER",
+            "SASL PLAIN cram-md5",
+            "STLS",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let caps = Capabilities::parse(&lines);
         assert!(caps.user && caps.stls && caps.resp_codes && caps.auth_resp_code);
         assert_eq!(caps.sasl, vec!["PLAIN", "CRAM-MD5"]);

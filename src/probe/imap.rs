@@ -1,0 +1,451 @@
+//! The IMAP side of the ladder: greeting (OK, PREAUTH, BYE), CAPABILITY, STARTTLS, then
+//! AUTHENTICATE CRAM-MD5, AUTHENTICATE PLAIN (with SASL-IR when offered) and LOGIN unless
+//! LOGINDISABLED, strongest first.
+
+use crate::proto::imap::{self, Capabilities, Code, Response, Status};
+use crate::proto::sasl;
+use crate::verdict::{Method, Phase, TlsMode};
+
+use super::{Conn, Dialect, Link, ProbeError, RungEnd, Session};
+
+/// Most untagged lines accepted while waiting for one tagged answer.
+const MAX_UNTAGGED: usize = 1000;
+
+pub(crate) struct Imap;
+
+pub(crate) struct Caps {
+    caps: Capabilities,
+    /// The greeting was PREAUTH: the server logged us in without credentials.
+    preauth: bool,
+    next_tag: u32,
+}
+
+impl Caps {
+    fn tag(&mut self) -> String {
+        self.next_tag += 1;
+        format!("a{}", self.next_tag)
+    }
+}
+
+/// A tagged completion.
+struct Done {
+    status: Status,
+    code: Option<Code>,
+    text: String,
+}
+
+enum Step {
+    Continue(String),
+    Done(Done),
+}
+
+async fn read_response(conn: &mut Conn) -> Result<Response, ProbeError> {
+    let line = conn.read_line().await?;
+    imap::parse_response(&line).map_err(|e| ProbeError::Protocol(e.to_string()))
+}
+
+/// Reads until a continuation or the completion of `tag`, picking up capabilities on the way.
+async fn step(
+    conn: &mut Conn,
+    tag: &str,
+    caps: &mut Option<Capabilities>,
+) -> Result<Step, ProbeError> {
+    for _ in 0..MAX_UNTAGGED {
+        match read_response(conn).await? {
+            Response::Continuation(text) => return Ok(Step::Continue(text)),
+            Response::Tagged {
+                tag: t,
+                status,
+                code,
+                text,
+            } if t == tag => {
+                if let Some(Code::Capability(atoms)) = &code {
+                    *caps = Some(Capabilities::new(atoms.clone()));
+                }
+                return Ok(Step::Done(Done { status, code, text }));
+            }
+            Response::Tagged { tag: t, .. } => {
+                return Err(ProbeError::Protocol(format!(
+                    "the server answered tag {t:?} while {tag:?} was pending"
+                )));
+            }
+            Response::Capability(atoms) => *caps = Some(Capabilities::new(atoms)),
+            Response::Condition {
+                status: Status::Bye,
+                text,
+                ..
+            } => {
+                return Err(ProbeError::Closed(format!("the server said BYE: {text}")));
+            }
+            Response::Condition { .. } | Response::Data => {}
+        }
+    }
+    Err(ProbeError::Protocol(format!(
+        "more than {MAX_UNTAGGED} untagged lines while waiting for {tag}"
+    )))
+}
+
+async fn done(conn: &mut Conn, tag: &str) -> Result<Done, ProbeError> {
+    let mut ignored = None;
+    match step(conn, tag, &mut ignored).await? {
+        Step::Done(d) => Ok(d),
+        Step::Continue(_) => Err(ProbeError::Protocol(format!(
+            "unexpected continuation while waiting for {tag}"
+        ))),
+    }
+}
+
+async fn capability(conn: &mut Conn, tag: &str) -> Result<Capabilities, ProbeError> {
+    conn.send(&format!("{tag} CAPABILITY")).await?;
+    let mut caps = None;
+    match step(conn, tag, &mut caps).await? {
+        Step::Done(Done {
+            status: Status::Ok, ..
+        }) => Ok(caps.unwrap_or_default()),
+        Step::Done(d) => Err(ProbeError::Protocol(format!(
+            "CAPABILITY failed: {}",
+            d.text
+        ))),
+        Step::Continue(_) => Err(ProbeError::Protocol(
+            "unexpected continuation after CAPABILITY".into(),
+        )),
+    }
+}
+
+fn said(d: &Done) -> String {
+    let status = match d.status {
+        Status::Ok => "OK",
+        Status::No => "NO",
+        Status::Bad => "BAD",
+        Status::Bye => "BYE",
+        Status::Preauth => "PREAUTH",
+    };
+    let code = match &d.code {
+        None => String::new(),
+        Some(Code::AuthenticationFailed) => "[AUTHENTICATIONFAILED] ".into(),
+        Some(Code::AuthorizationFailed) => "[AUTHORIZATIONFAILED] ".into(),
+        Some(Code::Expired) => "[EXPIRED] ".into(),
+        Some(Code::PrivacyRequired) => "[PRIVACYREQUIRED] ".into(),
+        Some(Code::Unavailable) => "[UNAVAILABLE] ".into(),
+        Some(Code::ContactAdmin) => "[CONTACTADMIN] ".into(),
+        Some(Code::ServerBug) => "[SERVERBUG] ".into(),
+        Some(Code::Alert) => "[ALERT] ".into(),
+        Some(Code::Capability(_)) => "[CAPABILITY ...] ".into(),
+        Some(Code::Other(c)) => format!("[{c}] "),
+    };
+    format!("{status} {code}{}", d.text)
+}
+
+/// Reads the completion of a credential command.
+fn judge(m: Method, d: Done) -> RungEnd {
+    let text = said(&d);
+    match (d.status, &d.code) {
+        (Status::Ok, _) => RungEnd::Success,
+        (Status::No, Some(Code::PrivacyRequired)) => RungEnd::Rejected(
+            ProbeError::PlaintextDisallowed(format!("{m}: the server requires TLS: {text}")),
+        ),
+        (Status::No, Some(Code::Unavailable)) => RungEnd::Failed(ProbeError::ServerBusy(format!(
+            "{m}: the server cannot serve logins now: {text}"
+        ))),
+        (Status::No, Some(Code::ServerBug)) => RungEnd::Failed(ProbeError::ServerError(format!(
+            "{m}: the server reports a fault: {text}"
+        ))),
+        (Status::No, _) => RungEnd::Rejected(ProbeError::AuthRejected(text)),
+        _ => RungEnd::Failed(ProbeError::Protocol(format!(
+            "{m}: the server did not accept the command: {text}"
+        ))),
+    }
+}
+
+impl Dialect for Imap {
+    type Caps = Caps;
+
+    async fn open(&self, s: &mut Session<'_>) -> Result<Link<Caps>, ProbeError> {
+        let (mut conn, tls) = s.connect().await?;
+        let mut state = Caps {
+            caps: Capabilities::default(),
+            preauth: false,
+            next_tag: 0,
+        };
+        match negotiate(s, &mut conn, &mut state).await {
+            Ok(()) => {}
+            Err(e) => {
+                s.release(conn);
+                return Err(e);
+            }
+        }
+        if s.target.tls.mode == TlsMode::Starttls && !state.preauth {
+            if !state.caps.starttls() {
+                s.release(conn);
+                return Err(ProbeError::Tls(
+                    "tls: starttls, but the server does not advertise STARTTLS".into(),
+                ));
+            }
+            let tag = state.tag();
+            let go = s
+                .timed(Phase::Tls, async {
+                    conn.send(&format!("{tag} STARTTLS")).await?;
+                    done(&mut conn, &tag).await
+                })
+                .await;
+            match go {
+                Ok(d) if d.status == Status::Ok => {}
+                Ok(d) => {
+                    s.release(conn);
+                    return Err(ProbeError::Tls(format!(
+                        "the server refused STARTTLS: {}",
+                        said(&d)
+                    )));
+                }
+                Err(e) => {
+                    s.release(conn);
+                    return Err(e);
+                }
+            }
+            conn = s.upgrade(conn).await?;
+            // Capabilities from before TLS are not to be trusted.
+            let tag = state.tag();
+            match s.timed(Phase::Tls, capability(&mut conn, &tag)).await {
+                Ok(caps) => state.caps = caps,
+                Err(e) => {
+                    s.release(conn);
+                    return Err(e);
+                }
+            }
+            s.oauth_offered |= state.caps.oauth();
+            return Ok(Link {
+                conn,
+                tls: true,
+                caps: state,
+                used: false,
+            });
+        }
+        s.oauth_offered |= state.caps.oauth();
+        Ok(Link {
+            conn,
+            tls,
+            caps: state,
+            used: false,
+        })
+    }
+
+    fn plan(&self, s: &Session<'_>, link: &Link<Caps>) -> Result<Vec<Method>, ProbeError> {
+        if link.caps.preauth {
+            return Ok(Vec::new());
+        }
+        let caps = &link.caps.caps;
+        let mut rungs = Vec::new();
+        if caps.auth("CRAM-MD5") {
+            rungs.push(Method::CramMd5);
+        }
+        if caps.auth("PLAIN") {
+            rungs.push(Method::Plain);
+        }
+        if !caps.login_disabled() && imap::quoted(&s.target.username).is_some() {
+            rungs.push(Method::Login);
+        }
+        if let Some(p) = s.preferred
+            && let Some(at) = rungs.iter().position(|&m| m == p)
+        {
+            rungs.remove(at);
+            rungs.insert(0, p);
+        }
+        if rungs.is_empty() {
+            if caps.login_disabled() && !link.tls {
+                return Err(ProbeError::PlaintextDisallowed(
+                    "the server advertises LOGINDISABLED on this unencrypted connection and no \
+                     mechanism that keeps the password secret; the password was not sent"
+                        .into(),
+                ));
+            }
+            if caps.oauth() {
+                return Err(ProbeError::MechanismUnavailable(
+                    "the server offers only OAuth2 (XOAUTH2/OAUTHBEARER), no password login".into(),
+                ));
+            }
+            return Err(ProbeError::MechanismUnavailable(
+                "the server offers none of CRAM-MD5, PLAIN or LOGIN".into(),
+            ));
+        }
+        Ok(rungs)
+    }
+
+    async fn attempt(&self, s: &mut Session<'_>, link: &mut Link<Caps>, m: Method) -> RungEnd {
+        let user = s.target.username.clone();
+        let password = s.target.password.clone();
+        let tag = link.caps.tag();
+        let sasl_ir = link.caps.caps.sasl_ir();
+        let tls = link.tls;
+        let conn = &mut link.conn;
+        let mut caps_seen = None;
+        match m {
+            Method::CramMd5 => {
+                let first = s
+                    .timed(Phase::Auth, async {
+                        conn.send(&format!("{tag} AUTHENTICATE CRAM-MD5")).await?;
+                        step(conn, &tag, &mut caps_seen).await
+                    })
+                    .await;
+                let challenge = match first {
+                    Ok(Step::Continue(text)) => text,
+                    Ok(Step::Done(d)) => {
+                        return RungEnd::Failed(ProbeError::MechanismUnavailable(format!(
+                            "the server refused AUTHENTICATE CRAM-MD5: {}",
+                            said(&d)
+                        )));
+                    }
+                    Err(e) => return RungEnd::from_error(e),
+                };
+                let Some(challenge) = sasl::decode_challenge(&challenge) else {
+                    let _ = s
+                        .timed(Phase::Auth, async {
+                            conn.send("*").await?;
+                            done(conn, &tag).await
+                        })
+                        .await;
+                    return RungEnd::Failed(ProbeError::Protocol(
+                        "the CRAM-MD5 challenge is not valid base64".into(),
+                    ));
+                };
+                let answer = sasl::cram_md5_response(&user, password.expose(), &challenge);
+                let result = s
+                    .timed(Phase::Auth, async {
+                        conn.send_secret(&answer).await?;
+                        done(conn, &tag).await
+                    })
+                    .await;
+                finish_rung(m, result)
+            }
+            Method::Plain => {
+                let blob = sasl::plain_response(&user, password.expose());
+                if !tls {
+                    s.cleartext = true;
+                }
+                let result = s
+                    .timed(Phase::Auth, async {
+                        if sasl_ir {
+                            conn.send(&format!("{tag} AUTHENTICATE PLAIN {blob}"))
+                                .await?;
+                        } else {
+                            conn.send(&format!("{tag} AUTHENTICATE PLAIN")).await?;
+                            match step(conn, &tag, &mut None).await? {
+                                Step::Continue(_) => {}
+                                Step::Done(d) => return Ok(d),
+                            }
+                            conn.send_secret(&blob).await?;
+                        }
+                        done(conn, &tag).await
+                    })
+                    .await;
+                finish_rung(m, result)
+            }
+            Method::Login => {
+                let Some(quoted_user) = imap::quoted(&user) else {
+                    return RungEnd::Failed(ProbeError::MechanismUnavailable(
+                        "LOGIN cannot carry this username".into(),
+                    ));
+                };
+                if !tls {
+                    s.cleartext = true;
+                }
+                let result = s
+                    .timed(Phase::Auth, async {
+                        match imap::quoted(password.expose()) {
+                            Some(quoted_password) => {
+                                conn.send(&format!("{tag} LOGIN {quoted_user} {quoted_password}"))
+                                    .await?;
+                            }
+                            None => {
+                                // 8-bit password: a synchronizing literal.
+                                let bytes = password.expose().as_bytes();
+                                conn.send(&format!(
+                                    "{tag} LOGIN {quoted_user} {{{}}}",
+                                    bytes.len()
+                                ))
+                                .await?;
+                                match step(conn, &tag, &mut None).await? {
+                                    Step::Continue(_) => {}
+                                    Step::Done(d) => return Ok(d),
+                                }
+                                let mut line = bytes.to_vec();
+                                line.extend_from_slice(b"\r\n");
+                                conn.send_secret_bytes(&line).await?;
+                            }
+                        }
+                        done(conn, &tag).await
+                    })
+                    .await;
+                finish_rung(m, result)
+            }
+            Method::Apop | Method::Pass => RungEnd::Failed(ProbeError::MechanismUnavailable(
+                format!("{m} is not an IMAP method"),
+            )),
+        }
+    }
+
+    async fn goodbye(&self, link: &mut Link<Caps>) {
+        let tag = link.caps.tag();
+        let conn = &mut link.conn;
+        let _ = tokio::time::timeout(super::GOODBYE_TIMEOUT, async {
+            conn.send(&format!("{tag} LOGOUT")).await?;
+            done(conn, &tag).await
+        })
+        .await;
+        conn.shutdown().await;
+    }
+}
+
+fn finish_rung(m: Method, result: Result<Done, ProbeError>) -> RungEnd {
+    match result {
+        Ok(d) => judge(m, d),
+        Err(e) => RungEnd::from_error(e).stay_on_connection(),
+    }
+}
+
+/// Reads the greeting and, if it did not carry them, asks for the capabilities.
+async fn negotiate(
+    s: &mut Session<'_>,
+    conn: &mut Conn,
+    state: &mut Caps,
+) -> Result<(), ProbeError> {
+    let greeting = s.timed(Phase::Greeting, read_response(conn)).await?;
+    let caps = match greeting {
+        Response::Condition {
+            status: Status::Ok,
+            code,
+            ..
+        } => match code {
+            Some(Code::Capability(atoms)) => Some(Capabilities::new(atoms)),
+            _ => None,
+        },
+        Response::Condition {
+            status: Status::Preauth,
+            ..
+        } => {
+            state.preauth = true;
+            return Ok(());
+        }
+        Response::Condition {
+            status: Status::Bye,
+            text,
+            ..
+        } => {
+            return Err(ProbeError::ServerBusy(format!(
+                "the server refused the connection: BYE {text}"
+            )));
+        }
+        other => {
+            return Err(ProbeError::Protocol(format!(
+                "not an IMAP greeting: {other:?}"
+            )));
+        }
+    };
+    state.caps = match caps {
+        Some(caps) if !caps.is_empty() => caps,
+        _ => {
+            let tag = state.tag();
+            s.timed(Phase::Greeting, capability(conn, &tag)).await?
+        }
+    };
+    Ok(())
+}
