@@ -144,7 +144,20 @@ impl Cli {
     /// The `--config.file` a subcommand needs, or the usage error clap would have given.
     pub fn require_config_file(&self) -> Result<&Path, clap::Error> {
         self.config_file.as_deref().ok_or_else(|| {
-            Cli::command().error(
+            let mut command = Cli::command();
+            // Built, so that the subcommand's usage line carries the full binary name.
+            command.build();
+            let sub = match &self.command {
+                Some(Command::Probe(_)) => Some("probe"),
+                Some(Command::CheckConfig) => Some("check-config"),
+                Some(Command::Demo(_)) => Some("demo"),
+                None => None,
+            };
+            let command = match sub.and_then(|s| command.find_subcommand_mut(s)) {
+                Some(sub) => sub,
+                None => &mut command,
+            };
+            command.error(
                 clap::error::ErrorKind::MissingRequiredArgument,
                 "the following required argument was not provided: --config.file <FILE>",
             )
@@ -176,7 +189,7 @@ pub fn config_errors_report(path: &Path, errors: &ConfigErrors) -> String {
     let n = errors.len();
     let _ = write!(
         out,
-        "config {} is invalid: {n} {}",
+        "config {} rejected: {n} {}",
         path.display(),
         plural(n, "error", "errors")
     );
@@ -619,7 +632,7 @@ groups:
         assert_eq!(
             config_errors_report(Path::new("x.yaml"), &errors),
             "timeout: must be greater than zero\nconcurrency: must be at least 1\n\
-             config x.yaml is invalid: 2 errors"
+             config x.yaml rejected: 2 errors"
         );
     }
 
