@@ -23,9 +23,7 @@ pub enum ConnError {
     LineTooLong { limit: usize },
     #[error("the server sent a response longer than {limit} bytes")]
     ResponseTooLong { limit: usize },
-    #[error(
-        "the server sent {0} bytes before the TLS handshake (possible injection); refusing to upgrade"
-    )]
+    #[error("the server sent {0} bytes before the TLS handshake (possible injection); refusing to upgrade")]
     BufferedBeforeUpgrade(usize),
     #[error("{0}")]
     Io(#[from] io::Error),

@@ -126,9 +126,7 @@ pub fn redact_command(line: &str) -> Cow<'_, str> {
         Some("LOGIN") if words.len() > 3 => {
             Cow::Owned(format!("{} {} {} {HIDDEN}", words[0], words[1], words[2]))
         }
-        Some("LOGIN") if words.len() > 2 => {
-            Cow::Owned(format!("{} {} {HIDDEN}", words[0], words[1]))
-        }
+        Some("LOGIN") if words.len() > 2 => Cow::Owned(format!("{} {} {HIDDEN}", words[0], words[1])),
         Some("AUTHENTICATE") if words.len() > 3 => {
             Cow::Owned(format!("{} {} {} {HIDDEN}", words[0], words[1], words[2]))
         }
@@ -177,11 +175,7 @@ mod tests {
         t.server("-ERR you said s3cr3t?");
         t.client("XSEND s3cr3t");
         t.client_secret();
-        assert!(
-            t.lines().iter().all(|l| !l.contains("s3cr3t")),
-            "{:?}",
-            t.lines()
-        );
+        assert!(t.lines().iter().all(|l| !l.contains("s3cr3t")), "{:?}", t.lines());
         assert_eq!(t.lines()[2], "C: ***");
     }
 
