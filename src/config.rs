@@ -1,1 +1,2038 @@
-//! Configuration.
+//! Configuration: the YAML (or TOML) file plus `MAILBOX_EXPORTER__*` environment overrides,
+//! deserialized into permissive raw types and validated into [`Config`] in one step that
+//! reports every problem at once.
+//!
+//! Layering, most specific first: an account's own fields, its group's `defaults`, the global
+//! `defaults`, the top-level `interval`/`timeout`, then the built-in `DEFAULT_*` constants.
+//!
+//! Relative `password_file` and `ca_file` paths are resolved against the config file's
+//! directory, as Prometheus does. A config without any group is valid (a shard or a template
+//! may legitimately be empty); loading one logs a warning.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::Ipv6Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::probe::{Target, TlsSettings};
+use crate::secret::Password;
+use crate::verdict::{AuthMode, Protocol, TlsMode};
+
+/// How often each account is probed unless configured: often enough to page within minutes,
+/// rarely enough not to look like an attack.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5 * 60);
+/// Deadline of a whole probe unless configured.
+pub const DEFAULT_TIMEOUT: Duration = crate::probe::DEFAULT_TIMEOUT;
+/// Probes in flight in the whole process.
+pub const DEFAULT_CONCURRENCY: usize = 64;
+/// Probes in flight against one server: a few, so a shared server never sees a login storm.
+pub const DEFAULT_PER_SERVER_CONCURRENCY: usize = 4;
+/// Prefix of the environment variables that override the file, `__` separating the levels.
+pub const ENV_PREFIX: &str = "MAILBOX_EXPORTER";
+const ENV_SEPARATOR: &str = "__";
+
+/// Probing more often than this only burns the server's login rate limits.
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// Beyond a week a broken mailbox would go unnoticed for too long to be monitoring.
+const MAX_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Below this not even a loopback TLS handshake completes.
+const MIN_TIMEOUT: Duration = Duration::from_millis(10);
+/// A login that needs longer than this is a failure worth reporting.
+const MAX_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// More sockets than this would exhaust file descriptors long before helping.
+const MAX_CONCURRENCY: u64 = 100_000;
+const MAX_PER_SERVER_CONCURRENCY: u64 = 1_000;
+
+/// The file format, chosen by extension: `.toml` is TOML, anything else YAML.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Yaml,
+    Toml,
+}
+
+impl Format {
+    pub fn from_path(path: &Path) -> Format {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(ext) if ext.eq_ignore_ascii_case("toml") => Format::Toml,
+            _ => Format::Yaml,
+        }
+    }
+
+    fn file_format(self) -> config::FileFormat {
+        match self {
+            Format::Yaml => config::FileFormat::Yaml,
+            Format::Toml => config::FileFormat::Toml,
+        }
+    }
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The global default interval (top-level `interval`, overridden by `defaults.interval`).
+    pub interval: Duration,
+    /// The global default timeout (top-level `timeout`, overridden by `defaults.timeout`).
+    pub timeout: Duration,
+    pub concurrency: usize,
+    pub per_server_concurrency: usize,
+    pub groups: Vec<Group>,
+}
+
+/// A group of accounts, e.g. the mailboxes feeding one contact-centre queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub name: String,
+    pub accounts: Vec<Account>,
+}
+
+/// One mailbox to probe. `name` is unique across the whole config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub group: String,
+    pub name: String,
+    pub interval: Duration,
+    pub target: Target,
+}
+
+impl Config {
+    /// Loads `path`, with overrides from the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        Config::load_with_env(path, std::env::vars())
+    }
+
+    /// Loads `path`, with `env` standing in for the process environment (overrides and
+    /// `password_env` lookups).
+    pub fn load_with_env(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors::single(ConfigError::new(
+                "",
+                "",
+                format!("cannot read {path:?}: {e}"),
+            ))
+        })?;
+        let base_dir = path.parent().unwrap_or(Path::new(""));
+        let config = Config::from_str_with_env(&text, Format::from_path(path), base_dir, env)?;
+        if config.account_count() == 0 {
+            tracing::warn!(path = %path.display(), "the configuration has no accounts: nothing will be probed");
+        }
+        Ok(config)
+    }
+
+    /// Parses `text` without any environment (no overrides, every `password_env` unset);
+    /// relative paths are resolved against the current directory.
+    pub fn from_str_with_format(text: &str, format: Format) -> Result<Config, ConfigErrors> {
+        Config::from_str_with_env(text, format, Path::new(""), std::iter::empty())
+    }
+
+    /// Parses `text` with `env` as the environment; relative paths are resolved against
+    /// `base_dir`.
+    pub fn from_str_with_env(
+        text: &str,
+        format: Format,
+        base_dir: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigErrors> {
+        let env: HashMap<String, String> = env.into_iter().collect();
+        let raw = RawConfig::parse(text, format, &env)?;
+        raw.validate(base_dir, &env)
+    }
+
+    pub fn find_account(&self, name: &str) -> Option<&Account> {
+        self.accounts().find(|a| a.name == name)
+    }
+
+    /// Every account, group by group, in file order.
+    pub fn accounts(&self) -> impl Iterator<Item = &Account> {
+        self.groups.iter().flat_map(|g| g.accounts.iter())
+    }
+
+    pub fn account_count(&self) -> usize {
+        self.groups.iter().map(|g| g.accounts.len()).sum()
+    }
+}
+
+/// One problem in a config, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// e.g. `groups[0] "support" / accounts[2] "sales-inbox"`; empty at the top level.
+    pub location: String,
+    /// The key at fault, e.g. `auth_mode`; empty when the problem is the whole entry.
+    pub field: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(
+        location: impl Into<String>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        ConfigError {
+            location: location.into(),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for part in [&self.location, &self.field] {
+            if !part.is_empty() {
+                write!(f, "{part}: ")?;
+            }
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every problem found in a config; displayed one per line. Never empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(Vec<ConfigError>);
+
+impl ConfigErrors {
+    fn single(error: ConfigError) -> Self {
+        ConfigErrors(vec![error])
+    }
+
+    pub fn errors(&self) -> &[ConfigError] {
+        &self.0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+// ---------------------------------------------------------------------------------------------
+// Raw: what serde accepts. Scalars are kept as JSON values so that a wrong type is one more
+// error found by validation, not the end of deserialization.
+
+/// A value that is either the expected shape or kept as-is for validation to complain about.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Lenient<T> {
+    Valid(T),
+    Invalid(Value),
+}
+
+impl<T: fmt::Debug> fmt::Debug for Lenient<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Lenient::Valid(v) => v.fmt(f),
+            // The value might be anything the user typed, a password included.
+            Lenient::Invalid(v) => write!(f, "Invalid({})", kind(v)),
+        }
+    }
+}
+
+/// Keys nobody asked for. `Debug` lists the keys only: a misspelt `pasword` holds a secret.
+#[derive(Default, Deserialize)]
+#[serde(transparent)]
+struct Unknown(BTreeMap<String, Value>);
+
+impl fmt::Debug for Unknown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+/// A raw password value; `Debug` prints `***`.
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct RawSecret(Value);
+
+impl fmt::Debug for RawSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The config as deserialized, before validation.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawConfig {
+    interval: Option<Value>,
+    timeout: Option<Value>,
+    concurrency: Option<Value>,
+    per_server_concurrency: Option<Value>,
+    defaults: Option<Lenient<RawDefaults>>,
+    groups: Option<Lenient<Vec<Lenient<RawGroup>>>>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawDefaults {
+    protocol: Option<Value>,
+    tls: Option<Value>,
+    auth_mode: Option<Value>,
+    tls_verify: Option<Value>,
+    ca_file: Option<Value>,
+    interval: Option<Value>,
+    timeout: Option<Value>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawGroup {
+    name: Option<Value>,
+    defaults: Option<Lenient<RawDefaults>>,
+    accounts: Option<Lenient<Vec<Lenient<RawAccount>>>>,
+    #[serde(flatten)]
+    unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawAccount {
+    name: Option<Value>,
+    server: Option<Value>,
+    username: Option<Value>,
+    password: Option<RawSecret>,
+    password_file: Option<Value>,
+    password_env: Option<Value>,
+    // The per-account settings share their names and meaning with `defaults`.
+    #[serde(flatten)]
+    settings: RawDefaults,
+}
+
+impl RawConfig {
+    /// Parses `text` and applies the `MAILBOX_EXPORTER__*` entries of `env`.
+    pub fn parse(
+        text: &str,
+        format: Format,
+        env: &HashMap<String, String>,
+    ) -> Result<RawConfig, ConfigErrors> {
+        let overrides: config::Map<String, String> =
+            env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let built = config::Config::builder()
+            .add_source(config::File::from_str(text, format.file_format()))
+            .add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .separator(ENV_SEPARATOR)
+                    .ignore_empty(true)
+                    .source(Some(overrides)),
+            )
+            .build()
+            .map_err(|e| {
+                ConfigErrors::single(ConfigError::new(
+                    "",
+                    "",
+                    sanitize_parse_error(&e.to_string()),
+                ))
+            })?;
+        let tree: Value = built.try_deserialize().map_err(|e| {
+            ConfigErrors::single(ConfigError::new(
+                "",
+                "",
+                sanitize_parse_error(&e.to_string()),
+            ))
+        })?;
+        // Every field is lenient, so only a non-mapping root can fail here; serde's message
+        // would quote the offending value, so it is not passed on.
+        serde_json::from_value(tree).map_err(|_| {
+            ConfigErrors::single(ConfigError::new(
+                "",
+                "",
+                "the top level of the config must be a mapping",
+            ))
+        })
+    }
+
+    /// Validates against the given environment (for `password_env`), resolving relative
+    /// paths against `base_dir`.
+    pub fn validate(
+        self,
+        base_dir: &Path,
+        env: &HashMap<String, String>,
+    ) -> Result<Config, ConfigErrors> {
+        let mut v = Validator {
+            base_dir,
+            env,
+            errors: Vec::new(),
+        };
+        let config = v.config(self);
+        if v.errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(v.errors))
+        }
+    }
+}
+
+/// Validates against the process environment, with relative paths against the current
+/// directory.
+impl TryFrom<RawConfig> for Config {
+    type Error = ConfigErrors;
+
+    fn try_from(raw: RawConfig) -> Result<Config, ConfigErrors> {
+        raw.validate(Path::new(""), &std::env::vars().collect())
+    }
+}
+
+/// Parser messages may quote the offending source line (TOML does), which may hold a
+/// password: keep only the lines that are not source excerpts.
+fn sanitize_parse_error(message: &str) -> String {
+    let kept: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|line| {
+            !line.is_empty()
+                && !line
+                    .trim_start_matches(|c: char| c.is_ascii_digit())
+                    .trim_start()
+                    .starts_with('|')
+        })
+        .filter(|line| !line.chars().all(|c| c == '^' || c == ' '))
+        .collect();
+    format!("cannot parse the config: {}", kept.join(": "))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation.
+
+/// Settings that layer: each level may set any of them.
+#[derive(Debug, Clone, Default)]
+struct Layer {
+    protocol: Option<Protocol>,
+    tls: Option<TlsMode>,
+    auth_mode: Option<AuthMode>,
+    tls_verify: Option<bool>,
+    ca_file: Option<PathBuf>,
+    interval: Option<Duration>,
+    timeout: Option<Duration>,
+}
+
+impl Layer {
+    /// `self` where set, `base` elsewhere.
+    fn over(&self, base: &Layer) -> Layer {
+        Layer {
+            protocol: self.protocol.or(base.protocol),
+            tls: self.tls.or(base.tls),
+            auth_mode: self.auth_mode.or(base.auth_mode),
+            tls_verify: self.tls_verify.or(base.tls_verify),
+            ca_file: self.ca_file.clone().or_else(|| base.ca_file.clone()),
+            interval: self.interval.or(base.interval),
+            timeout: self.timeout.or(base.timeout),
+        }
+    }
+
+    fn sets_timing(&self) -> bool {
+        self.interval.is_some() || self.timeout.is_some()
+    }
+}
+
+struct Validator<'a> {
+    base_dir: &'a Path,
+    env: &'a HashMap<String, String>,
+    errors: Vec<ConfigError>,
+}
+
+impl Validator<'_> {
+    fn error(&mut self, location: &str, field: &str, message: impl Into<String>) {
+        self.errors.push(ConfigError::new(location, field, message));
+    }
+
+    fn unknown_keys(&mut self, location: &str, unknown: &Unknown, known: &[&str]) {
+        for key in unknown.0.keys() {
+            let mut message = format!("unknown key {key:?}");
+            if let Some(close) = known.iter().find(|k| similar(k, key)) {
+                message.push_str(&format!(" (did you mean {close:?}?)"));
+            }
+            self.error(location, "", message);
+        }
+    }
+
+    fn config(&mut self, raw: RawConfig) -> Config {
+        self.unknown_keys(
+            "",
+            &raw.unknown,
+            &[
+                "interval",
+                "timeout",
+                "concurrency",
+                "per_server_concurrency",
+                "defaults",
+                "groups",
+            ],
+        );
+        let top = Layer {
+            interval: self.duration(
+                "",
+                "interval",
+                raw.interval.as_ref(),
+                MIN_INTERVAL,
+                MAX_INTERVAL,
+            ),
+            timeout: self.duration(
+                "",
+                "timeout",
+                raw.timeout.as_ref(),
+                MIN_TIMEOUT,
+                MAX_TIMEOUT,
+            ),
+            ..Layer::default()
+        };
+        let concurrency = self
+            .count("", "concurrency", raw.concurrency.as_ref(), MAX_CONCURRENCY)
+            .unwrap_or(DEFAULT_CONCURRENCY);
+        let per_server_concurrency = self
+            .count(
+                "",
+                "per_server_concurrency",
+                raw.per_server_concurrency.as_ref(),
+                MAX_PER_SERVER_CONCURRENCY,
+            )
+            .unwrap_or(DEFAULT_PER_SERVER_CONCURRENCY);
+
+        let builtin = Layer {
+            protocol: Some(Protocol::Pop3),
+            tls: Some(TlsMode::Implicit),
+            auth_mode: Some(AuthMode::Best),
+            tls_verify: Some(true),
+            ca_file: None,
+            interval: Some(DEFAULT_INTERVAL),
+            timeout: Some(DEFAULT_TIMEOUT),
+        };
+        let defaults = self.defaults("defaults", raw.defaults);
+        let global = defaults.over(&top).over(&builtin);
+        self.timing("", &global);
+        let mut config = Config {
+            interval: global.interval.unwrap_or(DEFAULT_INTERVAL),
+            timeout: global.timeout.unwrap_or(DEFAULT_TIMEOUT),
+            concurrency,
+            per_server_concurrency,
+            groups: Vec::new(),
+        };
+
+        let groups = match raw.groups {
+            None => Vec::new(),
+            Some(Lenient::Valid(groups)) => groups,
+            Some(Lenient::Invalid(v)) => {
+                self.error(
+                    "",
+                    "groups",
+                    format!("expected a list of groups, found {}", kind(&v)),
+                );
+                Vec::new()
+            }
+        };
+        let mut group_names: HashMap<String, String> = HashMap::new();
+        let mut account_names: HashMap<String, String> = HashMap::new();
+        for (i, group) in groups.into_iter().enumerate() {
+            let group = match group {
+                Lenient::Valid(g) => g,
+                Lenient::Invalid(v) => {
+                    let location = format!("groups[{i}]");
+                    self.error(
+                        &location,
+                        "",
+                        format!("expected a mapping, found {}", kind(&v)),
+                    );
+                    continue;
+                }
+            };
+            if let Some(group) = self.group(i, group, &global, &mut group_names, &mut account_names)
+            {
+                config.groups.push(group);
+            }
+        }
+        config
+    }
+
+    fn group(
+        &mut self,
+        index: usize,
+        raw: RawGroup,
+        global: &Layer,
+        group_names: &mut HashMap<String, String>,
+        account_names: &mut HashMap<String, String>,
+    ) -> Option<Group> {
+        let name = self.name(&format!("groups[{index}]"), raw.name.as_ref());
+        let location = place(&format!("groups[{index}]"), name.as_deref());
+        self.unknown_keys(&location, &raw.unknown, &["name", "defaults", "accounts"]);
+        if let Some(name) = &name {
+            if let Some(first) = group_names.get(name) {
+                self.error(
+                    &location,
+                    "name",
+                    format!("duplicate group name {name:?} (first used at {first})"),
+                );
+            } else {
+                group_names.insert(name.clone(), format!("groups[{index}]"));
+            }
+        }
+        let own = self.defaults(&format!("{location} / defaults"), raw.defaults);
+        let layer = own.over(global);
+        if own.sets_timing() {
+            self.timing(&format!("{location} / defaults"), &layer);
+        }
+
+        let accounts = match raw.accounts {
+            Some(Lenient::Valid(accounts)) if !accounts.is_empty() => accounts,
+            Some(Lenient::Invalid(v)) => {
+                self.error(
+                    &location,
+                    "accounts",
+                    format!("expected a list of accounts, found {}", kind(&v)),
+                );
+                Vec::new()
+            }
+            _ => {
+                self.error(&location, "accounts", "the group has no accounts");
+                Vec::new()
+            }
+        };
+        let mut group = Group {
+            name: name.clone().unwrap_or_default(),
+            accounts: Vec::new(),
+        };
+        for (j, account) in accounts.into_iter().enumerate() {
+            let account = match account {
+                Lenient::Valid(a) => a,
+                Lenient::Invalid(v) => {
+                    self.error(
+                        &format!("{location} / accounts[{j}]"),
+                        "",
+                        format!("expected a mapping, found {}", kind(&v)),
+                    );
+                    continue;
+                }
+            };
+            if let Some(account) =
+                self.account(&location, j, &group.name, account, &layer, account_names)
+            {
+                group.accounts.push(account);
+            }
+        }
+        name.map(|_| group)
+    }
+
+    fn account(
+        &mut self,
+        group_location: &str,
+        index: usize,
+        group: &str,
+        raw: RawAccount,
+        inherited: &Layer,
+        account_names: &mut HashMap<String, String>,
+    ) -> Option<Account> {
+        let bare = format!("{group_location} / accounts[{index}]");
+        let name = self.name(&bare, raw.name.as_ref());
+        let location = place(&bare, name.as_deref());
+        let errors_before = self.errors.len();
+
+        self.unknown_keys(
+            &location,
+            &raw.settings.unknown,
+            &[
+                "name",
+                "server",
+                "username",
+                "password",
+                "password_file",
+                "password_env",
+                "protocol",
+                "tls",
+                "tls_verify",
+                "ca_file",
+                "auth_mode",
+                "interval",
+                "timeout",
+            ],
+        );
+        if let Some(name) = &name {
+            if let Some(first) = account_names.get(name) {
+                self.error(
+                    &location,
+                    "name",
+                    format!("duplicate account name {name:?} (first used at {first}); account names must be unique across all groups"),
+                );
+            } else {
+                account_names.insert(name.clone(), bare.clone());
+            }
+        }
+
+        let server = match raw.server.as_ref() {
+            None => {
+                self.error(&location, "server", "missing (host or host:port)");
+                None
+            }
+            Some(v) => match self.string(&location, "server", v) {
+                Some(s) => match parse_server(&s) {
+                    Ok(server) => Some(server),
+                    Err(message) => {
+                        self.error(&location, "server", message);
+                        None
+                    }
+                },
+                None => None,
+            },
+        };
+        let username = match raw.username.as_ref() {
+            None => {
+                self.error(&location, "username", "missing");
+                None
+            }
+            Some(v) => self.string(&location, "username", v).and_then(|s| {
+                let problem = if s.is_empty() {
+                    Some("is empty")
+                } else if s.contains(['\r', '\n', '\0']) {
+                    Some("contains a line break or NUL")
+                } else {
+                    None
+                };
+                match problem {
+                    Some(p) => {
+                        self.error(&location, "username", p);
+                        None
+                    }
+                    None => Some(s),
+                }
+            }),
+        };
+        let password = self.password(&location, &raw);
+
+        let auth_mode_set = raw.settings.auth_mode.is_some();
+        let own = self.layer(&location, &raw.settings);
+        let layer = own.over(inherited);
+        if own.sets_timing() {
+            self.timing(&location, &layer);
+        }
+        let protocol = layer.protocol.unwrap_or(Protocol::Pop3);
+        if protocol == Protocol::Imap && auth_mode_set {
+            self.error(
+                &location,
+                "auth_mode",
+                "IMAP accounts have no auth mode (the strongest working mechanism is picked); remove it",
+            );
+        }
+
+        if self.errors.len() != errors_before {
+            return None;
+        }
+        let (name, (host, port), username, password) = (name?, server?, username?, password?);
+        let tls = layer.tls.unwrap_or(TlsMode::Implicit);
+        Some(Account {
+            group: group.to_string(),
+            name,
+            interval: layer.interval.unwrap_or(DEFAULT_INTERVAL),
+            target: Target {
+                protocol,
+                port: port.unwrap_or_else(|| tls.default_port(protocol)),
+                host,
+                tls: TlsSettings {
+                    mode: tls,
+                    verify: layer.tls_verify.unwrap_or(true),
+                    ca_file: layer.ca_file.clone(),
+                },
+                username,
+                password,
+                auth_mode: match protocol {
+                    Protocol::Pop3 => layer.auth_mode.unwrap_or(AuthMode::Best),
+                    Protocol::Imap => AuthMode::Best,
+                },
+                timeout: layer.timeout.unwrap_or(DEFAULT_TIMEOUT),
+            },
+        })
+    }
+
+    /// Exactly one of `password`, `password_file`, `password_env`. No message here may
+    /// include a password or a file's content.
+    fn password(&mut self, location: &str, raw: &RawAccount) -> Option<Password> {
+        let set: Vec<&str> = [
+            ("password", raw.password.is_some()),
+            ("password_file", raw.password_file.is_some()),
+            ("password_env", raw.password_env.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, present)| present.then_some(k))
+        .collect();
+        match set.len() {
+            0 => {
+                self.error(
+                    location,
+                    "password",
+                    "missing: set one of password_file, password_env or password",
+                );
+                return None;
+            }
+            1 => {}
+            _ => {
+                self.error(
+                    location,
+                    "password",
+                    format!("{} are exclusive: set exactly one", set.join(" and ")),
+                );
+                return None;
+            }
+        }
+        let (field, value) = if let Some(RawSecret(v)) = &raw.password {
+            match v {
+                Value::String(s) => ("password", s.clone()),
+                other => {
+                    self.error(
+                        location,
+                        "password",
+                        format!("expected a string (quote it), found {}", kind(other)),
+                    );
+                    return None;
+                }
+            }
+        } else if let Some(v) = &raw.password_file {
+            let path = self.path(location, "password_file", v)?;
+            match std::fs::read(&path) {
+                Err(e) => {
+                    self.error(
+                        location,
+                        "password_file",
+                        format!("cannot read {path:?}: {e}"),
+                    );
+                    return None;
+                }
+                Ok(bytes) => match String::from_utf8(bytes) {
+                    Err(_) => {
+                        self.error(
+                            location,
+                            "password_file",
+                            format!("{path:?} is not UTF-8 text"),
+                        );
+                        return None;
+                    }
+                    Ok(mut text) => {
+                        // Editors and `echo` add one newline; it is not part of the password.
+                        if text.ends_with("\r\n") {
+                            text.truncate(text.len() - 2);
+                        } else if text.ends_with('\n') {
+                            text.truncate(text.len() - 1);
+                        }
+                        ("password_file", text)
+                    }
+                },
+            }
+        } else {
+            let var = self.string(location, "password_env", raw.password_env.as_ref()?)?;
+            match self.env.get(&var) {
+                None => {
+                    self.error(
+                        location,
+                        "password_env",
+                        format!("environment variable {var:?} is not set"),
+                    );
+                    return None;
+                }
+                Some(value) => ("password_env", value.clone()),
+            }
+        };
+        if value.is_empty() {
+            self.error(location, field, "the password is empty");
+            return None;
+        }
+        if value.contains(['\r', '\n', '\0']) {
+            self.error(location, field, "the password contains a line break or NUL");
+            return None;
+        }
+        Some(Password::new(value))
+    }
+
+    fn defaults(&mut self, location: &str, raw: Option<Lenient<RawDefaults>>) -> Layer {
+        match raw {
+            None => Layer::default(),
+            Some(Lenient::Valid(d)) => {
+                self.unknown_keys(
+                    location,
+                    &d.unknown,
+                    &[
+                        "protocol",
+                        "tls",
+                        "auth_mode",
+                        "tls_verify",
+                        "ca_file",
+                        "interval",
+                        "timeout",
+                    ],
+                );
+                self.layer(location, &d)
+            }
+            Some(Lenient::Invalid(v)) => {
+                self.error(
+                    location,
+                    "",
+                    format!("expected a mapping, found {}", kind(&v)),
+                );
+                Layer::default()
+            }
+        }
+    }
+
+    /// The layered settings of one level; unknown keys are the caller's business.
+    fn layer(&mut self, location: &str, raw: &RawDefaults) -> Layer {
+        Layer {
+            protocol: raw.protocol.as_ref().and_then(|v| {
+                let s = self.string(location, "protocol", v)?;
+                match s.to_ascii_lowercase().as_str() {
+                    "pop3" => Some(Protocol::Pop3),
+                    "imap" => Some(Protocol::Imap),
+                    _ => {
+                        self.error(
+                            location,
+                            "protocol",
+                            format!("unknown protocol {s:?}: expected pop3 or imap"),
+                        );
+                        None
+                    }
+                }
+            }),
+            tls: raw.tls.as_ref().and_then(|v| {
+                let s = self.string(location, "tls", v)?;
+                match s.to_ascii_lowercase().as_str() {
+                    "implicit" => Some(TlsMode::Implicit),
+                    "starttls" => Some(TlsMode::Starttls),
+                    "none" => Some(TlsMode::None),
+                    _ => {
+                        self.error(
+                            location,
+                            "tls",
+                            format!("unknown tls mode {s:?}: expected implicit, starttls or none"),
+                        );
+                        None
+                    }
+                }
+            }),
+            auth_mode: raw.auth_mode.as_ref().and_then(|v| {
+                let s = self.string(location, "auth_mode", v)?;
+                s.parse::<AuthMode>()
+                    .map_err(|message| self.error(location, "auth_mode", message))
+                    .ok()
+            }),
+            tls_verify: raw
+                .tls_verify
+                .as_ref()
+                .and_then(|v| self.boolean(location, "tls_verify", v)),
+            ca_file: raw.ca_file.as_ref().and_then(|v| {
+                let path = self.path(location, "ca_file", v)?;
+                check_ca_file(&path)
+                    .map_err(|message| self.error(location, "ca_file", message))
+                    .ok()?;
+                Some(path)
+            }),
+            interval: self.duration(
+                location,
+                "interval",
+                raw.interval.as_ref(),
+                MIN_INTERVAL,
+                MAX_INTERVAL,
+            ),
+            timeout: self.duration(
+                location,
+                "timeout",
+                raw.timeout.as_ref(),
+                MIN_TIMEOUT,
+                MAX_TIMEOUT,
+            ),
+        }
+    }
+
+    /// A probe that can outlast its interval would overlap the next one.
+    fn timing(&mut self, location: &str, layer: &Layer) {
+        if let (Some(interval), Some(timeout)) = (layer.interval, layer.timeout)
+            && timeout >= interval
+        {
+            self.error(
+                location,
+                "timeout",
+                format!(
+                    "timeout {} must be shorter than interval {}",
+                    humantime::format_duration(timeout),
+                    humantime::format_duration(interval)
+                ),
+            );
+        }
+    }
+
+    fn name(&mut self, location: &str, value: Option<&Value>) -> Option<String> {
+        match value {
+            None => {
+                self.error(location, "name", "missing");
+                None
+            }
+            Some(v) => {
+                let s = self.string(location, "name", v)?;
+                if s.trim().is_empty() {
+                    self.error(location, "name", "is empty");
+                    None
+                } else {
+                    Some(s)
+                }
+            }
+        }
+    }
+
+    fn string(&mut self, location: &str, field: &str, value: &Value) -> Option<String> {
+        match value {
+            Value::String(s) => Some(s.clone()),
+            other => {
+                self.error(
+                    location,
+                    field,
+                    format!("expected a string, found {}", kind(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn path(&mut self, location: &str, field: &str, value: &Value) -> Option<PathBuf> {
+        let s = self.string(location, field, value)?;
+        if s.is_empty() {
+            self.error(location, field, "is empty");
+            return None;
+        }
+        let path = PathBuf::from(s);
+        Some(if path.is_absolute() {
+            path
+        } else {
+            self.base_dir.join(path)
+        })
+    }
+
+    /// Booleans may come as strings: environment overrides always do.
+    fn boolean(&mut self, location: &str, field: &str, value: &Value) -> Option<bool> {
+        match value {
+            Value::Bool(b) => Some(*b),
+            Value::String(s) if s.eq_ignore_ascii_case("true") => Some(true),
+            Value::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
+            Value::String(s) => {
+                self.error(
+                    location,
+                    field,
+                    format!("expected true or false, found {s:?}"),
+                );
+                None
+            }
+            other => {
+                self.error(
+                    location,
+                    field,
+                    format!("expected true or false, found {}", kind(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn count(
+        &mut self,
+        location: &str,
+        field: &str,
+        value: Option<&Value>,
+        max: u64,
+    ) -> Option<usize> {
+        let n = match value? {
+            Value::Number(n) if n.as_u64().is_some() => n.as_u64(),
+            Value::String(s) => s.trim().parse::<u64>().ok(),
+            _ => None,
+        };
+        match n {
+            None => {
+                let found = match value? {
+                    Value::String(s) => format!("{s:?}"),
+                    other => kind(other).to_string(),
+                };
+                self.error(
+                    location,
+                    field,
+                    format!("expected a whole number, found {found}"),
+                );
+                None
+            }
+            Some(0) => {
+                self.error(location, field, "must be at least 1");
+                None
+            }
+            Some(n) if n > max => {
+                self.error(location, field, format!("{n} is too large (at most {max})"));
+                None
+            }
+            Some(n) => usize::try_from(n).ok(),
+        }
+    }
+
+    fn duration(
+        &mut self,
+        location: &str,
+        field: &str,
+        value: Option<&Value>,
+        min: Duration,
+        max: Duration,
+    ) -> Option<Duration> {
+        let s = match value? {
+            Value::String(s) => s.clone(),
+            other => {
+                self.error(
+                    location,
+                    field,
+                    format!(
+                        "expected a duration with a unit such as \"30s\" or \"5m\", found {}",
+                        kind(other)
+                    ),
+                );
+                return None;
+            }
+        };
+        let d = match humantime::parse_duration(s.trim()) {
+            Ok(d) => d,
+            Err(e) => {
+                self.error(location, field, format!("bad duration {s:?}: {e}"));
+                return None;
+            }
+        };
+        if d.is_zero() {
+            self.error(location, field, "must be greater than zero");
+            None
+        } else if d < min || d > max {
+            self.error(
+                location,
+                field,
+                format!(
+                    "{s:?} is out of range ({} to {})",
+                    humantime::format_duration(min),
+                    humantime::format_duration(max)
+                ),
+            );
+            None
+        } else {
+            Some(d)
+        }
+    }
+}
+
+/// `groups[0] "support"`, or just `groups[0]` when the entry has no usable name.
+fn place(bare: &str, name: Option<&str>) -> String {
+    match name {
+        Some(name) => format!("{bare} {name:?}"),
+        None => bare.to_string(),
+    }
+}
+
+/// The JSON kind of a value, for type errors that must not echo the value itself.
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+/// Whether `unknown` looks like a typo of `known`: equal ignoring case, `-`/`_`, or one edit
+/// apart.
+fn similar(known: &str, unknown: &str) -> bool {
+    let norm = |s: &str| s.to_ascii_lowercase().replace('-', "_");
+    let (a, b) = (norm(known), norm(unknown));
+    if a == b {
+        return true;
+    }
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut row = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != cb);
+            row.push((prev[j] + cost).min(prev[j + 1] + 1).min(row[j] + 1));
+        }
+        prev = row;
+    }
+    prev[b.len()] <= 1
+}
+
+/// `host`, `host:port`, `[v6]` or `[v6]:port` into a host (brackets removed) and port.
+fn parse_server(s: &str) -> Result<(String, Option<u16>), String> {
+    if s.is_empty() {
+        return Err("is empty".into());
+    }
+    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{s:?} contains whitespace"));
+    }
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (inner, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("{s:?}: missing ']' after the IPv6 address"))?;
+        if inner.parse::<Ipv6Addr>().is_err() {
+            return Err(format!("{s:?}: {inner:?} is not an IPv6 address"));
+        }
+        let port = match after {
+            "" => None,
+            _ => Some(
+                after
+                    .strip_prefix(':')
+                    .ok_or_else(|| format!("{s:?}: expected ':port' after ']'"))?,
+            ),
+        };
+        (inner, port)
+    } else {
+        match s.matches(':').count() {
+            0 => (s, None),
+            1 => {
+                let (host, port) = s.split_once(':').unwrap_or((s, ""));
+                (host, Some(port))
+            }
+            _ => {
+                return Err(format!(
+                    "{s:?}: write IPv6 addresses in brackets, e.g. \"[::1]:995\""
+                ));
+            }
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("{s:?}: the host is empty"));
+    }
+    if !s.starts_with('[')
+        && !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    {
+        return Err(format!("{s:?}: {host:?} is not a host name or address"));
+    }
+    let port = match port {
+        None => None,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 => Some(n),
+            _ => return Err(format!("{s:?}: bad port {p:?}, expected 1-65535")),
+        },
+    };
+    Ok((host.to_string(), port))
+}
+
+/// The file must hold at least one PEM certificate and nothing that fails to parse.
+fn check_ca_file(path: &Path) -> Result<(), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {path:?}: {e}"))?;
+    let mut certificates = 0;
+    for pem in x509_parser::pem::Pem::iter_from_buffer(&bytes) {
+        let pem = pem.map_err(|e| format!("{path:?} is not valid PEM: {e}"))?;
+        if pem.label == "CERTIFICATE" {
+            pem.parse_x509()
+                .map_err(|e| format!("{path:?} holds a certificate that does not parse: {e}"))?;
+            certificates += 1;
+        }
+    }
+    if certificates == 0 {
+        return Err(format!("{path:?} holds no PEM certificate"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "hunter2-secret";
+
+    fn yaml(text: &str) -> Result<Config, ConfigErrors> {
+        Config::from_str_with_format(text, Format::Yaml)
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn yaml_env(text: &str, pairs: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
+        Config::from_str_with_env(text, Format::Yaml, Path::new(""), env(pairs))
+    }
+
+    /// The error lines of an invalid config.
+    fn errors(text: &str) -> Vec<String> {
+        errors_with(yaml(text))
+    }
+
+    fn errors_with(result: Result<Config, ConfigErrors>) -> Vec<String> {
+        match result {
+            Ok(c) => panic!("expected errors, got {c:?}"),
+            Err(e) => {
+                let text = e.to_string();
+                assert!(!text.contains(SECRET), "password leaked: {text}");
+                assert_eq!(text.lines().count(), e.len());
+                text.lines().map(str::to_string).collect()
+            }
+        }
+    }
+
+    /// One POP3 account `a` in group `g` with `extra` fields appended to the account.
+    fn one_account(extra: &str) -> String {
+        format!(
+            "groups:\n  - name: g\n    accounts:\n      - name: a\n        server: mail.example.com\n        username: u\n{extra}"
+        )
+    }
+
+    fn with_password(extra: &str) -> String {
+        one_account(&format!("        password: {SECRET}\n{extra}"))
+    }
+
+    const A: &str = "groups[0] \"g\" / accounts[0] \"a\"";
+
+    const FULL_YAML: &str = r#"
+interval: 2m
+timeout: 20s
+concurrency: 10
+per_server_concurrency: 2
+defaults:
+  tls: starttls
+  auth_mode: APOP
+groups:
+  - name: support
+    defaults: { protocol: imap, timeout: 15s }
+    accounts:
+      - name: support-inbox
+        server: imap.example.com
+        username: support@example.com
+        password: s3cret
+      - name: sales-inbox
+        server: "[::1]:1995"
+        protocol: pop3
+        tls: implicit
+        tls_verify: false
+        username: sales@example.com
+        password: s3cret
+        interval: 1m
+        timeout: 5s
+  - name: billing
+    accounts:
+      - name: billing-inbox
+        server: pop.example.com:2110
+        username: billing
+        password: s3cret
+        auth_mode: pass
+"#;
+
+    const FULL_TOML: &str = r#"
+interval = "2m"
+timeout = "20s"
+concurrency = 10
+per_server_concurrency = 2
+
+[defaults]
+tls = "starttls"
+auth_mode = "APOP"
+
+[[groups]]
+name = "support"
+defaults = { protocol = "imap", timeout = "15s" }
+
+[[groups.accounts]]
+name = "support-inbox"
+server = "imap.example.com"
+username = "support@example.com"
+password = "s3cret"
+
+[[groups.accounts]]
+name = "sales-inbox"
+server = "[::1]:1995"
+protocol = "pop3"
+tls = "implicit"
+tls_verify = false
+username = "sales@example.com"
+password = "s3cret"
+interval = "1m"
+timeout = "5s"
+
+[[groups]]
+name = "billing"
+
+[[groups.accounts]]
+name = "billing-inbox"
+server = "pop.example.com:2110"
+username = "billing"
+password = "s3cret"
+auth_mode = "pass"
+"#;
+
+    #[test]
+    fn defaults_layer_global_group_account() {
+        let c = yaml(FULL_YAML).unwrap();
+        assert_eq!(c.interval, Duration::from_secs(120));
+        assert_eq!(c.timeout, Duration::from_secs(20));
+        assert_eq!((c.concurrency, c.per_server_concurrency), (10, 2));
+        assert_eq!(c.groups.len(), 2);
+        assert_eq!(c.account_count(), 3);
+
+        // Group defaults (imap, 15s) over global ones (starttls, 2m).
+        let a = c.find_account("support-inbox").unwrap();
+        assert_eq!(a.group, "support");
+        assert_eq!(a.interval, Duration::from_secs(120));
+        let t = &a.target;
+        assert_eq!(t.protocol, Protocol::Imap);
+        assert_eq!(t.tls.mode, TlsMode::Starttls);
+        assert_eq!(t.port, 143);
+        assert_eq!(t.host, "imap.example.com");
+        assert!(t.tls.verify);
+        assert_eq!(t.timeout, Duration::from_secs(15));
+        assert_eq!(t.username, "support@example.com");
+        assert_eq!(t.password.expose(), "s3cret");
+        // The global POP3 auth mode does not reach an IMAP account.
+        assert_eq!(t.auth_mode, AuthMode::Best);
+
+        // Account fields over both.
+        let a = c.find_account("sales-inbox").unwrap();
+        assert_eq!(a.interval, Duration::from_secs(60));
+        let t = &a.target;
+        assert_eq!(t.protocol, Protocol::Pop3);
+        assert_eq!(t.tls.mode, TlsMode::Implicit);
+        assert!(!t.tls.verify);
+        assert_eq!((t.host.as_str(), t.port), ("::1", 1995));
+        assert_eq!(t.server(), "[::1]:1995");
+        assert_eq!(t.timeout, Duration::from_secs(5));
+        assert_eq!(t.auth_mode, AuthMode::Apop);
+
+        let t = &c.find_account("billing-inbox").unwrap().target;
+        assert_eq!(
+            (t.protocol, t.tls.mode, t.port),
+            (Protocol::Pop3, TlsMode::Starttls, 2110)
+        );
+        assert_eq!(t.auth_mode, AuthMode::Pass);
+        assert_eq!(t.timeout, Duration::from_secs(20));
+
+        assert!(c.find_account("nope").is_none());
+        let names: Vec<&str> = c.accounts().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["support-inbox", "sales-inbox", "billing-inbox"]);
+    }
+
+    #[test]
+    fn builtin_defaults() {
+        let c = yaml(&with_password("")).unwrap();
+        assert_eq!(c.interval, DEFAULT_INTERVAL);
+        assert_eq!(c.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(c.concurrency, DEFAULT_CONCURRENCY);
+        assert_eq!(c.per_server_concurrency, DEFAULT_PER_SERVER_CONCURRENCY);
+        let a = c.find_account("a").unwrap();
+        assert_eq!(a.interval, DEFAULT_INTERVAL);
+        let t = &a.target;
+        assert_eq!(t.protocol, Protocol::Pop3);
+        assert_eq!(
+            t.tls,
+            TlsSettings {
+                mode: TlsMode::Implicit,
+                verify: true,
+                ca_file: None
+            }
+        );
+        assert_eq!(t.port, 995);
+        assert_eq!(t.auth_mode, AuthMode::Best);
+        assert_eq!(t.timeout, DEFAULT_TIMEOUT);
+    }
+
+    #[test]
+    fn default_ports_by_protocol_and_tls() {
+        for (protocol, tls, port) in [
+            ("pop3", "implicit", 995),
+            ("pop3", "starttls", 110),
+            ("pop3", "none", 110),
+            ("imap", "implicit", 993),
+            ("imap", "starttls", 143),
+            ("imap", "none", 143),
+        ] {
+            let c = yaml(&with_password(&format!(
+                "        protocol: {protocol}\n        tls: {tls}\n"
+            )))
+            .unwrap();
+            assert_eq!(
+                c.find_account("a").unwrap().target.port,
+                port,
+                "{protocol} {tls}"
+            );
+        }
+    }
+
+    #[test]
+    fn toml_and_yaml_are_equivalent() {
+        let from_yaml = yaml(FULL_YAML).unwrap();
+        let from_toml = Config::from_str_with_format(FULL_TOML, Format::Toml).unwrap();
+        assert_eq!(from_yaml, from_toml);
+    }
+
+    #[test]
+    fn format_follows_the_extension() {
+        assert_eq!(Format::from_path(Path::new("a/b.toml")), Format::Toml);
+        assert_eq!(Format::from_path(Path::new("b.TOML")), Format::Toml);
+        assert_eq!(Format::from_path(Path::new("b.yaml")), Format::Yaml);
+        assert_eq!(Format::from_path(Path::new("b.yml")), Format::Yaml);
+        assert_eq!(Format::from_path(Path::new("b")), Format::Yaml);
+    }
+
+    #[test]
+    fn load_reads_files_by_extension() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = dir.path().join("c.toml");
+        std::fs::write(&toml, FULL_TOML).unwrap();
+        let yml = dir.path().join("c.yml");
+        std::fs::write(&yml, FULL_YAML).unwrap();
+        assert_eq!(Config::load(&toml).unwrap(), Config::load(&yml).unwrap());
+
+        let missing = dir.path().join("missing.yaml");
+        let e = Config::load(&missing).unwrap_err().to_string();
+        assert!(e.starts_with("cannot read "), "{e}");
+        assert!(e.contains("missing.yaml"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let c = yaml_env(
+            &with_password("        tls: none\n"),
+            &[
+                ("MAILBOX_EXPORTER__TIMEOUT", "10s"),
+                ("MAILBOX_EXPORTER__CONCURRENCY", "8"),
+                ("MAILBOX_EXPORTER__DEFAULTS__TLS_VERIFY", "false"),
+                ("MAILBOX_EXPORTER__DEFAULTS__AUTH_MODE", "PASS"),
+                ("UNRELATED", "x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.timeout, Duration::from_secs(10));
+        assert_eq!(c.concurrency, 8);
+        let t = &c.find_account("a").unwrap().target;
+        assert!(!t.tls.verify);
+        assert_eq!(t.auth_mode, AuthMode::Pass);
+        assert_eq!(t.timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn environment_overrides_what_the_file_sets() {
+        let text = format!(
+            "timeout: 20s\ndefaults:\n  tls_verify: true\n{}",
+            with_password("")
+        );
+        let c = yaml_env(
+            &text,
+            &[
+                ("MAILBOX_EXPORTER__TIMEOUT", "7s"),
+                ("MAILBOX_EXPORTER__DEFAULTS__TLS_VERIFY", "false"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.timeout, Duration::from_secs(7));
+        assert!(!c.find_account("a").unwrap().target.tls.verify);
+    }
+
+    #[test]
+    fn bad_environment_values_are_errors() {
+        let e = errors_with(yaml_env(
+            &with_password(""),
+            &[
+                ("MAILBOX_EXPORTER__TIMEOUT", "soon"),
+                ("MAILBOX_EXPORTER__DEFAULTS__TLS_VERIFY", "maybe"),
+                ("MAILBOX_EXPORTER__TIMOUT", "5s"),
+            ],
+        ));
+        assert_eq!(e.len(), 3, "{e:#?}");
+        assert!(
+            e.contains(&"unknown key \"timout\" (did you mean \"timeout\"?)".to_string()),
+            "{e:#?}"
+        );
+        assert!(
+            e.iter()
+                .any(|l| l.starts_with("timeout: bad duration \"soon\"")),
+            "{e:#?}"
+        );
+        assert!(
+            e.contains(
+                &"defaults: tls_verify: expected true or false, found \"maybe\"".to_string()
+            ),
+            "{e:#?}"
+        );
+    }
+
+    #[test]
+    fn password_file_drops_one_trailing_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        for (content, expected) in [
+            ("pw\n", "pw"),
+            ("pw\r\n", "pw"),
+            ("pw", "pw"),
+            (" pw ", " pw "),
+        ] {
+            std::fs::write(dir.path().join("secret"), content).unwrap();
+            let c = Config::from_str_with_env(
+                &one_account("        password_file: secret\n"),
+                Format::Yaml,
+                dir.path(),
+                env(&[]),
+            )
+            .unwrap();
+            let t = &c.find_account("a").unwrap().target;
+            assert_eq!(t.password.expose(), expected, "{content:?}");
+        }
+    }
+
+    #[test]
+    fn password_file_with_more_lines_is_refused_without_its_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        for content in [
+            format!("{SECRET}\n\n"),
+            format!("{SECRET}\nother\n"),
+            "\n".to_string(),
+        ] {
+            std::fs::write(&path, &content).unwrap();
+            let e = errors_with(Config::from_str_with_env(
+                &one_account(&format!("        password_file: {}\n", path.display())),
+                Format::Yaml,
+                Path::new("/elsewhere"),
+                env(&[]),
+            ));
+            assert_eq!(e.len(), 1);
+            assert!(
+                e[0].starts_with(&format!("{A}: password_file: the password ")),
+                "{e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unreadable_password_file_names_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = errors_with(Config::from_str_with_env(
+            &one_account("        password_file: missing-secret\n"),
+            Format::Yaml,
+            dir.path(),
+            env(&[]),
+        ));
+        let path = dir.path().join("missing-secret");
+        assert_eq!(e.len(), 1);
+        assert!(
+            e[0].starts_with(&format!("{A}: password_file: cannot read {path:?}: ")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn password_env_is_read_from_the_given_environment() {
+        let text = one_account("        password_env: SUPPORT_PW\n");
+        let c = yaml_env(&text, &[("SUPPORT_PW", "from-env")]).unwrap();
+        assert_eq!(
+            c.find_account("a").unwrap().target.password.expose(),
+            "from-env"
+        );
+
+        let e = errors_with(yaml_env(&text, &[]));
+        assert_eq!(
+            e,
+            [format!(
+                "{A}: password_env: environment variable \"SUPPORT_PW\" is not set"
+            )]
+        );
+    }
+
+    #[test]
+    fn exactly_one_password_source() {
+        assert_eq!(
+            errors(&one_account("")),
+            [format!(
+                "{A}: password: missing: set one of password_file, password_env or password"
+            )]
+        );
+        assert_eq!(
+            errors(&with_password("        password_env: X\n")),
+            [format!(
+                "{A}: password: password and password_env are exclusive: set exactly one"
+            )]
+        );
+    }
+
+    #[test]
+    fn password_never_printed() {
+        let c = yaml(&with_password("")).unwrap();
+        let debug = format!("{c:?}");
+        assert!(!debug.contains(SECRET), "{debug}");
+        assert!(debug.contains("***"));
+
+        let raw = RawConfig::parse(
+            &with_password(&format!(
+                "        pasword: {SECRET}\n        port: {SECRET}\n"
+            )),
+            Format::Yaml,
+            &HashMap::new(),
+        )
+        .unwrap();
+        let debug = format!("{raw:?}");
+        assert!(!debug.contains(SECRET), "{debug}");
+        assert!(debug.contains("pasword"), "{debug}");
+
+        // A password of the wrong type, and a misspelt key holding one.
+        let e = errors(&one_account(&format!(
+            "        password: [{SECRET}]\n        pasword: {SECRET}\n"
+        )));
+        assert_eq!(
+            e,
+            [
+                format!("{A}: unknown key \"pasword\" (did you mean \"password\"?)"),
+                format!("{A}: password: expected a string (quote it), found a list"),
+            ]
+        );
+    }
+
+    #[test]
+    fn toml_syntax_errors_do_not_quote_the_source() {
+        let text = format!("[[groups]]\nname = \"g\"\npassword = \"{SECRET}\n");
+        let e = Config::from_str_with_format(&text, Format::Toml).unwrap_err();
+        let e = e.to_string();
+        assert!(!e.contains(SECRET), "{e}");
+        assert!(e.starts_with("cannot parse the config: "), "{e}");
+        assert!(e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn yaml_syntax_errors_are_one_error() {
+        let e = errors("groups: [\n  {name: g\n");
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with("cannot parse the config: "), "{e:?}");
+    }
+
+    #[test]
+    fn unknown_auth_mode() {
+        let text = with_password("        auth_mode: BETS\n");
+        assert_eq!(
+            errors(&text),
+            [format!(
+                "{A}: auth_mode: unknown auth mode \"BETS\": expected one of BEST, APOP, CRAM-MD5, PASS"
+            )]
+        );
+    }
+
+    #[test]
+    fn auth_mode_on_an_imap_account() {
+        let e = errors(&with_password(
+            "        protocol: imap\n        auth_mode: PASS\n",
+        ));
+        assert_eq!(e.len(), 1);
+        assert!(
+            e[0].starts_with(&format!("{A}: auth_mode: IMAP accounts have no auth mode")),
+            "{e:?}"
+        );
+        // Inherited from defaults, it only applies to POP3 accounts.
+        let text = format!(
+            "defaults: {{auth_mode: PASS}}\n{}",
+            with_password("        protocol: imap\n")
+        );
+        assert_eq!(
+            yaml(&text)
+                .unwrap()
+                .find_account("a")
+                .unwrap()
+                .target
+                .auth_mode,
+            AuthMode::Best
+        );
+    }
+
+    #[test]
+    fn unknown_protocol_tls_and_bad_types() {
+        let text = format!(
+            "groups:\n  - name: g\n    accounts:\n      - name: a\n        server: h\n        \
+             username: 42\n        password: {SECRET}\n        protocol: smtp\n        \
+             tls: ssl\n        tls_verify: 3\n"
+        );
+        assert_eq!(
+            errors(&text),
+            [
+                format!("{A}: username: expected a string, found a number"),
+                format!("{A}: protocol: unknown protocol \"smtp\": expected pop3 or imap"),
+                format!("{A}: tls: unknown tls mode \"ssl\": expected implicit, starttls or none"),
+                format!("{A}: tls_verify: expected true or false, found a number"),
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused() {
+        let e = errors(&with_password("        username: v\n"));
+        assert_eq!(e.len(), 1);
+        assert!(e[0].contains("duplicated key"), "{e:?}");
+    }
+
+    #[test]
+    fn bad_servers() {
+        for (server, message) in [
+            (
+                "\"mail.example.com:99999\"",
+                "bad port \"99999\", expected 1-65535",
+            ),
+            ("\"mail.example.com:0\"", "bad port \"0\", expected 1-65535"),
+            ("\"mail.example.com:\"", "bad port \"\", expected 1-65535"),
+            ("\"::1\"", "write IPv6 addresses in brackets"),
+            ("\"[::1\"", "missing ']'"),
+            ("\"[nope]:995\"", "is not an IPv6 address"),
+            ("\":995\"", "the host is empty"),
+            ("\"mail example.com\"", "contains whitespace"),
+            ("\"pop3://mail.example.com\"", "bad port"),
+            ("\"\"", "is empty"),
+        ] {
+            let text =
+                with_password("").replace("server: mail.example.com", &format!("server: {server}"));
+            let e = errors(&text);
+            assert_eq!(e.len(), 1, "{server}: {e:?}");
+            assert!(e[0].starts_with(&format!("{A}: server: ")), "{e:?}");
+            assert!(e[0].contains(message), "{server}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn good_servers() {
+        for (server, host, port) in [
+            ("mail.example.com", "mail.example.com", 995),
+            ("mail.example.com:1995", "mail.example.com", 1995),
+            ("127.0.0.3:110", "127.0.0.3", 110),
+            ("\"[::1]\"", "::1", 995),
+            ("\"[2001:db8::1]:995\"", "2001:db8::1", 995),
+        ] {
+            let text =
+                with_password("").replace("server: mail.example.com", &format!("server: {server}"));
+            let c = yaml(&text).unwrap();
+            let t = &c.find_account("a").unwrap().target;
+            assert_eq!((t.host.as_str(), t.port), (host, port), "{server}");
+        }
+    }
+
+    #[test]
+    fn missing_fields() {
+        let e = errors("groups:\n  - accounts:\n      - {}\n");
+        assert_eq!(
+            e,
+            [
+                "groups[0]: name: missing",
+                "groups[0] / accounts[0]: name: missing",
+                "groups[0] / accounts[0]: server: missing (host or host:port)",
+                "groups[0] / accounts[0]: username: missing",
+                "groups[0] / accounts[0]: password: missing: set one of password_file, password_env or password",
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicate_names_and_empty_groups() {
+        let e = errors(
+            r#"
+groups:
+  - name: a
+    accounts:
+      - {name: x, server: h, username: u, password: p}
+  - name: b
+    accounts:
+      - {name: x, server: h, username: u, password: p}
+  - name: a
+    accounts: []
+  - name: c
+"#,
+        );
+        assert_eq!(
+            e,
+            [
+                "groups[1] \"b\" / accounts[0] \"x\": name: duplicate account name \"x\" (first used at groups[0] \"a\" / accounts[0]); account names must be unique across all groups",
+                "groups[2] \"a\": name: duplicate group name \"a\" (first used at groups[0])",
+                "groups[2] \"a\": accounts: the group has no accounts",
+                "groups[3] \"c\": accounts: the group has no accounts",
+            ]
+        );
+    }
+
+    #[test]
+    fn wrong_shapes_do_not_stop_validation() {
+        let e = errors(
+            r#"
+defaults: pop3
+groups:
+  - just-a-string
+  - name: g
+    defaults: [1]
+    accounts: {name: x}
+  - name: h
+    accounts:
+      - 7
+      - {name: ok, server: h, username: u, password: p, interval: 5}
+"#,
+        );
+        assert_eq!(
+            e,
+            [
+                "defaults: expected a mapping, found a string",
+                "groups[0]: expected a mapping, found a string",
+                "groups[1] \"g\" / defaults: expected a mapping, found a list",
+                "groups[1] \"g\": accounts: expected a list of accounts, found a mapping",
+                "groups[2] \"h\" / accounts[0]: expected a mapping, found a number",
+                "groups[2] \"h\" / accounts[1] \"ok\": interval: expected a duration with a unit such as \"30s\" or \"5m\", found a number",
+            ]
+        );
+        assert_eq!(
+            errors("groups: 3\n"),
+            ["groups: expected a list of groups, found a number"]
+        );
+    }
+
+    #[test]
+    fn bad_durations_and_concurrency() {
+        let e = errors(
+            "interval: 0s\ntimeout: 2h\nconcurrency: -1\nper_server_concurrency: 5000\ndefaults: {interval: 30d}\n",
+        );
+        assert_eq!(
+            e,
+            [
+                "interval: must be greater than zero",
+                "timeout: \"2h\" is out of range (10ms to 10m)",
+                "concurrency: expected a whole number, found a number",
+                "per_server_concurrency: 5000 is too large (at most 1000)",
+                "defaults: interval: \"30d\" is out of range (1s to 7days)",
+            ]
+        );
+        assert_eq!(
+            errors("concurrency: lots\n"),
+            ["concurrency: expected a whole number, found \"lots\""]
+        );
+        assert_eq!(errors("timeout: soon\n").len(), 1);
+    }
+
+    #[test]
+    fn timeout_must_be_shorter_than_interval() {
+        assert_eq!(
+            errors("interval: 10s\ntimeout: 30s\n"),
+            ["timeout: timeout 30s must be shorter than interval 10s"]
+        );
+        let e = errors(&with_password("        interval: 20s\n"));
+        assert_eq!(
+            e,
+            [format!(
+                "{A}: timeout: timeout 30s must be shorter than interval 20s"
+            )]
+        );
+    }
+
+    #[test]
+    fn ca_file_must_be_pem() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), cert.cert.pem()).unwrap();
+        std::fs::write(dir.path().join("junk.pem"), "not a certificate\n").unwrap();
+        std::fs::write(
+            dir.path().join("broken.pem"),
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let load = |ca: &str| {
+            Config::from_str_with_env(
+                &with_password(&format!("        ca_file: {ca}\n")),
+                Format::Yaml,
+                dir.path(),
+                env(&[]),
+            )
+        };
+        let c = load("ca.pem").unwrap();
+        assert_eq!(
+            c.find_account("a").unwrap().target.tls.ca_file,
+            Some(dir.path().join("ca.pem"))
+        );
+        for (file, message) in [
+            ("junk.pem", "holds no PEM certificate"),
+            ("broken.pem", "does not parse"),
+            ("missing.pem", "cannot read"),
+        ] {
+            let e = errors_with(load(file));
+            assert_eq!(e.len(), 1, "{e:?}");
+            assert!(e[0].starts_with(&format!("{A}: ca_file: ")), "{e:?}");
+            assert!(e[0].contains(file) && e[0].contains(message), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn every_error_is_listed_at_once() {
+        let e = errors(
+            r#"
+concurrency: 0
+groups:
+  - name: support
+    accounts:
+      - name: support-inbox
+        server: mail.example.com:70000
+        username: u
+        password: p
+      - name: other
+        server: mail.example.com
+        username: u
+        password: p
+      - name: sales-inbox
+        server: mail.example.com
+        username: u
+        password: p
+        auth_mode: BETS
+        colour: blue
+      - name: other
+        server: mail.example.com
+        username: u
+        password: p
+"#,
+        );
+        assert_eq!(
+            e,
+            [
+                "concurrency: must be at least 1",
+                "groups[0] \"support\" / accounts[0] \"support-inbox\": server: \"mail.example.com:70000\": bad port \"70000\", expected 1-65535",
+                "groups[0] \"support\" / accounts[2] \"sales-inbox\": unknown key \"colour\"",
+                "groups[0] \"support\" / accounts[2] \"sales-inbox\": auth_mode: unknown auth mode \"BETS\": expected one of BEST, APOP, CRAM-MD5, PASS",
+                "groups[0] \"support\" / accounts[3] \"other\": name: duplicate account name \"other\" (first used at groups[0] \"support\" / accounts[1]); account names must be unique across all groups",
+            ]
+        );
+    }
+
+    #[test]
+    fn no_accounts_is_valid() {
+        let c = yaml("").unwrap();
+        assert_eq!((c.groups.len(), c.account_count()), (0, 0));
+        let c = yaml("groups: []\n").unwrap();
+        assert_eq!(c.account_count(), 0);
+    }
+
+    #[test]
+    fn raw_config_converts_with_try_from() {
+        let raw = RawConfig::parse(&with_password(""), Format::Yaml, &HashMap::new()).unwrap();
+        let c = Config::try_from(raw).unwrap();
+        assert_eq!(c.account_count(), 1);
+    }
+
+    #[test]
+    fn typo_hints() {
+        assert!(similar("password", "pasword"));
+        assert!(similar("auth_mode", "auth-mode"));
+        assert!(similar("tls_verify", "TLS_VERIFY"));
+        assert!(!similar("tls", "protocol"));
+    }
+}

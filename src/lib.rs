@@ -12,6 +12,7 @@
 //! - [`sim`]: scripted POP3/IMAP servers for tests, the demo and benchmarks.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod probe;

@@ -1,0 +1,713 @@
+//! The command line: its arguments, and what the `probe` and `check-config` commands print.
+//! Rendering is pure (values in, text out) so it is tested without running a probe.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, UNIX_EPOCH};
+
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+
+use crate::config::{Account, Config, ConfigErrors};
+use crate::verdict::{Attempt, AuthMode, Method, Phase, Phases, Protocol, Reason, Verdict};
+
+/// Where the exporter listens unless told otherwise (the port registered for it).
+pub const DEFAULT_LISTEN_ADDRESS: &str = ":9110";
+
+/// Printed by the modes that serve metrics, which this build does not include yet.
+pub const EXPORTER_UNAVAILABLE: &str =
+    "the exporter service is not available in this build; use probe or check-config";
+
+/// How the process ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Login succeeded / config valid.
+    Ok,
+    /// Login failed / config invalid.
+    Failed,
+    /// The command could not run: bad arguments, unusable config, unknown account.
+    Usage,
+}
+
+impl Exit {
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Ok => 0,
+            Exit::Failed => 1,
+            Exit::Usage => 2,
+        }
+    }
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> ExitCode {
+        ExitCode::from(exit.code())
+    }
+}
+
+/// Logs in to POP3/IMAP mailboxes and reports, per account, whether authentication works.
+#[derive(Debug, Parser)]
+#[command(name = "mailbox_exporter", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// The configuration file (YAML, or TOML when it ends in .toml).
+    #[arg(long = "config.file", value_name = "FILE", global = true)]
+    pub config_file: Option<PathBuf>,
+
+    /// Address to serve metrics on.
+    #[arg(long = "web.listen-address", value_name = "ADDRESS", default_value = DEFAULT_LISTEN_ADDRESS)]
+    pub web_listen_address: String,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Only log messages of this severity or above.
+    #[arg(long = "log.level", value_enum, default_value_t = LogLevel::Info, global = true)]
+    pub level: LogLevel,
+
+    /// Log line format (logs go to stderr).
+    #[arg(long = "log.format", value_enum, default_value_t = LogFormat::Logfmt, global = true)]
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Logfmt,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Probe one account now, print the redacted transcript and the verdict; exit 0 when the
+    /// login succeeded, 1 when it failed, 2 on a usage or config error.
+    Probe(ProbeArgs),
+    /// Validate the configuration; exit 0 when it is valid, 1 otherwise.
+    CheckConfig,
+    /// Run the exporter against built-in simulated mail servers.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The account's configured name.
+    #[arg(long, value_name = "NAME")]
+    pub account: String,
+
+    /// Override the account's POP3 auth mode for this probe: BEST, APOP, CRAM-MD5 or PASS.
+    #[arg(long = "auth-mode", value_name = "MODE", value_parser = parse_auth_mode)]
+    pub auth_mode: Option<AuthMode>,
+
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Address to serve metrics on.
+    #[arg(long = "web.listen-address", value_name = "ADDRESS", default_value = DEFAULT_LISTEN_ADDRESS)]
+    pub web_listen_address: String,
+}
+
+fn parse_auth_mode(s: &str) -> Result<AuthMode, String> {
+    s.parse()
+}
+
+impl Cli {
+    /// The `--config.file` a subcommand needs, or the usage error clap would have given.
+    pub fn require_config_file(&self) -> Result<&Path, clap::Error> {
+        self.config_file.as_deref().ok_or_else(|| {
+            let mut command = Cli::command();
+            // Built, so that the subcommand's usage line carries the full binary name.
+            command.build();
+            let sub = match &self.command {
+                Some(Command::Probe(_)) => Some("probe"),
+                Some(Command::CheckConfig) => Some("check-config"),
+                Some(Command::Demo(_)) => Some("demo"),
+                None => None,
+            };
+            let command = match sub.and_then(|s| command.find_subcommand_mut(s)) {
+                Some(sub) => sub,
+                None => &mut command,
+            };
+            command.error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "the following required argument was not provided: --config.file <FILE>",
+            )
+        })
+    }
+}
+
+/// `check-config` output for a valid config, e.g. `config OK: 3 groups, 12 accounts`.
+pub fn config_summary(config: &Config) -> String {
+    let groups = config.groups.len();
+    let accounts = config.account_count();
+    let mut line = format!(
+        "config OK: {groups} {}, {accounts} {}",
+        plural(groups, "group", "groups"),
+        plural(accounts, "account", "accounts")
+    );
+    if accounts == 0 {
+        line.push_str(" (nothing will be probed)");
+    }
+    line
+}
+
+/// Every error, one per line, then a count.
+pub fn config_errors_report(path: &Path, errors: &ConfigErrors) -> String {
+    let mut out = String::new();
+    for e in errors.errors() {
+        let _ = writeln!(out, "{e}");
+    }
+    let n = errors.len();
+    let _ = write!(
+        out,
+        "config {} rejected: {n} {}",
+        path.display(),
+        plural(n, "error", "errors")
+    );
+    out
+}
+
+fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 { one } else { many }
+}
+
+/// The account to probe, with `--auth-mode` applied. IMAP accounts refuse an auth mode
+/// rather than silently ignoring it.
+pub fn select_account(
+    config: &Config,
+    name: &str,
+    auth_mode: Option<AuthMode>,
+) -> Result<Account, String> {
+    let Some(account) = config.find_account(name) else {
+        let known: Vec<&str> = config.accounts().map(|a| a.name.as_str()).collect();
+        let hint = match known.len() {
+            0 => "the config has no accounts".to_string(),
+            n if n <= 20 => format!("known accounts: {}", known.join(", ")),
+            n => format!("{n} accounts are configured; check the spelling"),
+        };
+        return Err(format!("no account named {name:?}: {hint}"));
+    };
+    let mut account = account.clone();
+    if let Some(mode) = auth_mode {
+        if account.target.protocol == Protocol::Imap {
+            return Err(format!(
+                "--auth-mode applies to POP3 accounts only; {name:?} is an IMAP account, \
+                 which picks the strongest working mechanism itself"
+            ));
+        }
+        account.target.auth_mode = mode;
+    }
+    Ok(account)
+}
+
+/// 0 when the login succeeded, 1 when it did not.
+pub fn probe_exit(verdict: &Verdict) -> Exit {
+    if verdict.success {
+        Exit::Ok
+    } else {
+        Exit::Failed
+    }
+}
+
+/// What `probe` prints for people.
+pub fn render_human(account: &Account, verdict: &Verdict) -> String {
+    let target = &account.target;
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "account {:?} (group {:?}): {} {}, tls {}",
+        account.name,
+        account.group,
+        target.protocol,
+        target.server(),
+        target.tls.mode
+    );
+    if target.protocol == Protocol::Pop3 {
+        let _ = write!(out, ", auth_mode {}", target.auth_mode);
+    }
+    out.push_str("\n\ntranscript:\n");
+    if verdict.transcript.is_empty() {
+        out.push_str("  (empty)\n");
+    }
+    for line in &verdict.transcript {
+        let _ = writeln!(out, "  {line}");
+    }
+    out.push_str("\nattempts:\n");
+    if verdict.attempts.is_empty() {
+        out.push_str("  (none)\n");
+    }
+    for attempt in &verdict.attempts {
+        let _ = writeln!(out, "  {}: {}", attempt.method, attempt.result.as_str());
+    }
+    out.push('\n');
+    out.push_str(&verdict_line(verdict));
+    out.push('\n');
+    let phases: Vec<String> = Phase::ALL
+        .iter()
+        .map(|&p| format!("{p} {} ms", verdict.phases.get(p).as_millis()))
+        .collect();
+    let _ = writeln!(out, "phases: {}", phases.join(", "));
+    if verdict.cleartext {
+        out.push_str("warning: the password crossed the network unencrypted\n");
+    }
+    if let Some(expiry) = verdict.cert_expiry {
+        let _ = writeln!(out, "tls certificate expires: {}", format_timestamp(expiry));
+    }
+    if let Some(advice) = &verdict.advice {
+        let _ = writeln!(out, "advice: {advice}");
+    }
+    out
+}
+
+/// `result: success with PASS (after a fallback)` or `result: FAILED: auth_rejected: ...`.
+fn verdict_line(verdict: &Verdict) -> String {
+    if verdict.success {
+        let mut line = match verdict.method {
+            Some(method) => format!("result: success with {method}"),
+            None => "result: success".to_string(),
+        };
+        if verdict.fallback {
+            line.push_str(" (after a fallback)");
+        }
+        line
+    } else {
+        let mut line = format!(
+            "result: FAILED: {}",
+            verdict.reason.map_or("unknown", Reason::as_str)
+        );
+        if let Some(detail) = &verdict.detail {
+            line.push_str(": ");
+            line.push_str(detail);
+        }
+        line
+    }
+}
+
+/// RFC 3339 for a sane epoch timestamp, the raw number otherwise.
+fn format_timestamp(seconds: i64) -> String {
+    match u64::try_from(seconds)
+        .ok()
+        .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)))
+    {
+        Some(t) => humantime::format_rfc3339_seconds(t).to_string(),
+        None => seconds.to_string(),
+    }
+}
+
+/// The `--json` object; field order is the output's key order.
+#[derive(Serialize)]
+struct ProbeJson<'a> {
+    account: &'a str,
+    group: &'a str,
+    protocol: Protocol,
+    server: String,
+    success: bool,
+    method: Option<Method>,
+    reason: Option<Reason>,
+    detail: Option<&'a str>,
+    fallback: bool,
+    cleartext: bool,
+    attempts: &'a [Attempt],
+    phases: Phases,
+    transcript: &'a [String],
+    advice: Option<&'a str>,
+    /// The certificate's notAfter, seconds since the epoch.
+    cert_expiry: Option<i64>,
+}
+
+/// What `probe --json` prints: one JSON object on one line.
+pub fn render_json(account: &Account, verdict: &Verdict) -> String {
+    let json = ProbeJson {
+        account: &account.name,
+        group: &account.group,
+        protocol: account.target.protocol,
+        server: account.target.server(),
+        success: verdict.success,
+        method: verdict.method,
+        reason: verdict.reason,
+        detail: verdict.detail.as_deref(),
+        fallback: verdict.fallback,
+        cleartext: verdict.cleartext,
+        attempts: &verdict.attempts,
+        phases: verdict.phases,
+        transcript: &verdict.transcript,
+        advice: verdict.advice.as_deref(),
+        cert_expiry: verdict.cert_expiry,
+    };
+    // Every field is a plain string, number, bool or list of them: serializing cannot fail.
+    serde_json::to_string(&json).unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Format;
+    use crate::probe::{Target, TlsSettings};
+    use crate::secret::Password;
+    use crate::verdict::{AttemptResult, TlsMode};
+    use serde_json::{Value, json};
+
+    fn account(protocol: Protocol) -> Account {
+        Account {
+            group: "support".into(),
+            name: "support-inbox".into(),
+            interval: Duration::from_secs(300),
+            target: Target {
+                protocol,
+                host: "mail.example.com".into(),
+                port: 995,
+                tls: TlsSettings {
+                    mode: TlsMode::Implicit,
+                    verify: true,
+                    ca_file: None,
+                },
+                username: "support@example.com".into(),
+                password: Password::new("hunter2"),
+                auth_mode: AuthMode::Best,
+                timeout: Duration::from_secs(30),
+            },
+        }
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// BEST stepped past a rejected APOP and logged in with PASS.
+    fn fallback_verdict() -> Verdict {
+        Verdict {
+            success: true,
+            method: Some(Method::Pass),
+            reason: None,
+            detail: None,
+            fallback: true,
+            cleartext: false,
+            attempts: vec![
+                Attempt {
+                    method: Method::Apop,
+                    result: AttemptResult::Rejected,
+                },
+                Attempt {
+                    method: Method::Pass,
+                    result: AttemptResult::Success,
+                },
+            ],
+            phases: Phases {
+                connect: ms(12),
+                tls: ms(30),
+                greeting: ms(1),
+                auth: ms(40),
+                total: ms(83),
+            },
+            cert_expiry: Some(1_777_593_600),
+            advice: Some("APOP was advertised but rejected; pin auth_mode: PASS".into()),
+            transcript: vec![
+                "S: +OK ready <1.2@mail.example.com>".into(),
+                "C: APOP support@example.com ***".into(),
+                "S: -ERR [AUTH] authentication failed".into(),
+                "C: USER support@example.com".into(),
+                "S: +OK".into(),
+                "C: PASS ***".into(),
+                "S: +OK logged in".into(),
+            ],
+        }
+    }
+
+    fn rejected_verdict() -> Verdict {
+        Verdict {
+            success: false,
+            method: None,
+            reason: Some(Reason::AuthRejected),
+            detail: Some("PASS: -ERR [AUTH] authentication failed".into()),
+            fallback: false,
+            cleartext: true,
+            attempts: vec![Attempt {
+                method: Method::Pass,
+                result: AttemptResult::Rejected,
+            }],
+            phases: Phases::default(),
+            cert_expiry: None,
+            advice: None,
+            transcript: vec![],
+        }
+    }
+
+    #[test]
+    fn human_output_of_a_fallback() {
+        let text = render_human(&account(Protocol::Pop3), &fallback_verdict());
+        let expected = "\
+account \"support-inbox\" (group \"support\"): pop3 mail.example.com:995, tls implicit, auth_mode BEST
+
+transcript:
+  S: +OK ready <1.2@mail.example.com>
+  C: APOP support@example.com ***
+  S: -ERR [AUTH] authentication failed
+  C: USER support@example.com
+  S: +OK
+  C: PASS ***
+  S: +OK logged in
+
+attempts:
+  APOP: rejected
+  PASS: success
+
+result: success with PASS (after a fallback)
+phases: connect 12 ms, tls 30 ms, greeting 1 ms, auth 40 ms, total 83 ms
+tls certificate expires: 2026-05-01T00:00:00Z
+advice: APOP was advertised but rejected; pin auth_mode: PASS
+";
+        assert_eq!(text, expected);
+        assert!(!text.contains("hunter2"));
+    }
+
+    #[test]
+    fn human_output_of_a_failure() {
+        let text = render_human(&account(Protocol::Imap), &rejected_verdict());
+        assert!(text.starts_with(
+            "account \"support-inbox\" (group \"support\"): imap mail.example.com:995, tls implicit\n"
+        ));
+        assert!(text.contains("transcript:\n  (empty)\n"));
+        assert!(text.contains("  PASS: rejected\n"));
+        assert!(
+            text.contains(
+                "result: FAILED: auth_rejected: PASS: -ERR [AUTH] authentication failed\n"
+            )
+        );
+        assert!(
+            text.contains("phases: connect 0 ms, tls 0 ms, greeting 0 ms, auth 0 ms, total 0 ms\n")
+        );
+        assert!(text.contains("warning: the password crossed the network unencrypted\n"));
+        assert!(!text.contains("advice:"));
+        assert!(!text.contains("tls certificate"));
+    }
+
+    #[test]
+    fn json_output_of_a_fallback() {
+        let text = render_json(&account(Protocol::Pop3), &fallback_verdict());
+        assert_eq!(text.lines().count(), 1);
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            v,
+            json!({
+                "account": "support-inbox",
+                "group": "support",
+                "protocol": "pop3",
+                "server": "mail.example.com:995",
+                "success": true,
+                "method": "PASS",
+                "reason": null,
+                "detail": null,
+                "fallback": true,
+                "cleartext": false,
+                "attempts": [
+                    {"method": "APOP", "result": "rejected"},
+                    {"method": "PASS", "result": "success"}
+                ],
+                "phases": {"connect": 0.012, "tls": 0.03, "greeting": 0.001, "auth": 0.04, "total": 0.083},
+                "transcript": [
+                    "S: +OK ready <1.2@mail.example.com>",
+                    "C: APOP support@example.com ***",
+                    "S: -ERR [AUTH] authentication failed",
+                    "C: USER support@example.com",
+                    "S: +OK",
+                    "C: PASS ***",
+                    "S: +OK logged in"
+                ],
+                "advice": "APOP was advertised but rejected; pin auth_mode: PASS",
+                "cert_expiry": 1_777_593_600
+            })
+        );
+        assert!(!text.contains("hunter2"));
+    }
+
+    #[test]
+    fn json_output_of_a_failure() {
+        let v: Value =
+            serde_json::from_str(&render_json(&account(Protocol::Imap), &rejected_verdict()))
+                .unwrap();
+        assert_eq!(v["protocol"], "imap");
+        assert_eq!(v["success"], false);
+        assert_eq!(v["method"], Value::Null);
+        assert_eq!(v["reason"], "auth_rejected");
+        assert_eq!(v["detail"], "PASS: -ERR [AUTH] authentication failed");
+        assert_eq!(v["cleartext"], true);
+        assert_eq!(v["fallback"], false);
+        assert_eq!(v["advice"], Value::Null);
+        assert_eq!(v["cert_expiry"], Value::Null);
+        assert_eq!(v["transcript"], json!([]));
+        assert_eq!(v["phases"]["total"], 0.0);
+    }
+
+    #[test]
+    fn ipv6_server_is_bracketed() {
+        let mut a = account(Protocol::Pop3);
+        a.target.host = "::1".into();
+        let v: Value = serde_json::from_str(&render_json(&a, &rejected_verdict())).unwrap();
+        assert_eq!(v["server"], "[::1]:995");
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(probe_exit(&fallback_verdict()), Exit::Ok);
+        assert_eq!(probe_exit(&rejected_verdict()), Exit::Failed);
+        assert_eq!(
+            [Exit::Ok, Exit::Failed, Exit::Usage].map(Exit::code),
+            [0, 1, 2]
+        );
+    }
+
+    const CONFIG: &str = "
+groups:
+  - name: support
+    accounts:
+      - {name: pop, server: pop.example.com, username: u, password: p}
+      - {name: imap, server: imap.example.com, username: u, password: p, protocol: imap}
+";
+
+    #[test]
+    fn selecting_an_account_applies_the_auth_mode() {
+        let config = Config::from_str_with_format(CONFIG, Format::Yaml).unwrap();
+        let a = select_account(&config, "pop", Some(AuthMode::Pass)).unwrap();
+        assert_eq!(a.target.auth_mode, AuthMode::Pass);
+        let a = select_account(&config, "pop", None).unwrap();
+        assert_eq!(a.target.auth_mode, AuthMode::Best);
+    }
+
+    #[test]
+    fn auth_mode_is_refused_on_imap() {
+        let config = Config::from_str_with_format(CONFIG, Format::Yaml).unwrap();
+        let e = select_account(&config, "imap", Some(AuthMode::Pass)).unwrap_err();
+        assert!(e.contains("POP3 accounts only"), "{e}");
+        assert!(e.contains("\"imap\" is an IMAP account"), "{e}");
+        assert!(select_account(&config, "imap", None).is_ok());
+    }
+
+    #[test]
+    fn unknown_account_lists_the_known_ones() {
+        let config = Config::from_str_with_format(CONFIG, Format::Yaml).unwrap();
+        let e = select_account(&config, "nope", None).unwrap_err();
+        assert_eq!(e, "no account named \"nope\": known accounts: pop, imap");
+    }
+
+    #[test]
+    fn summaries() {
+        let config = Config::from_str_with_format(CONFIG, Format::Yaml).unwrap();
+        assert_eq!(config_summary(&config), "config OK: 1 group, 2 accounts");
+        let empty = Config::from_str_with_format("{}", Format::Yaml).unwrap();
+        assert_eq!(
+            config_summary(&empty),
+            "config OK: 0 groups, 0 accounts (nothing will be probed)"
+        );
+        let errors = Config::from_str_with_format("timeout: 0s\nconcurrency: 0\n", Format::Yaml)
+            .unwrap_err();
+        assert_eq!(
+            config_errors_report(Path::new("x.yaml"), &errors),
+            "timeout: must be greater than zero\nconcurrency: must be at least 1\n\
+             config x.yaml rejected: 2 errors"
+        );
+    }
+
+    #[test]
+    fn flags_parse_prometheus_style() {
+        let cli = Cli::try_parse_from([
+            "mailbox_exporter",
+            "probe",
+            "--config.file=c.yaml",
+            "--account=a",
+            "--auth-mode=pass",
+            "--json",
+            "--log.level=debug",
+        ])
+        .unwrap();
+        assert_eq!(cli.config_file.as_deref(), Some(Path::new("c.yaml")));
+        assert_eq!(cli.log.level, LogLevel::Debug);
+        let Some(Command::Probe(args)) = cli.command else {
+            panic!("not a probe: {:?}", cli.command)
+        };
+        assert_eq!(args.account, "a");
+        assert_eq!(args.auth_mode, Some(AuthMode::Pass));
+        assert!(args.json);
+
+        // The config file may come before the subcommand too.
+        let cli = Cli::try_parse_from([
+            "mailbox_exporter",
+            "--config.file",
+            "c.yaml",
+            "check-config",
+        ])
+        .unwrap();
+        assert_eq!(cli.config_file.as_deref(), Some(Path::new("c.yaml")));
+        assert!(matches!(cli.command, Some(Command::CheckConfig)));
+
+        let cli = Cli::try_parse_from(["mailbox_exporter"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.web_listen_address, ":9110");
+        assert_eq!(cli.log.format, LogFormat::Logfmt);
+        assert!(cli.require_config_file().is_err());
+
+        let cli = Cli::try_parse_from([
+            "mailbox_exporter",
+            "demo",
+            "--web.listen-address=127.0.0.1:9999",
+            "--log.format=json",
+        ])
+        .unwrap();
+        assert_eq!(cli.log.format, LogFormat::Json);
+        let Some(Command::Demo(args)) = cli.command else {
+            panic!("not demo")
+        };
+        assert_eq!(args.web_listen_address, "127.0.0.1:9999");
+    }
+
+    #[test]
+    fn bad_flags_are_usage_errors() {
+        for args in [
+            &["mailbox_exporter", "probe", "--config.file=c.yaml"][..],
+            &[
+                "mailbox_exporter",
+                "probe",
+                "--account=a",
+                "--auth-mode=BETS",
+            ],
+            &["mailbox_exporter", "--log.level=loud"],
+            &["mailbox_exporter", "--no-such-flag"],
+        ] {
+            let e = Cli::try_parse_from(args).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,244 @@
+//! The binary's command line: exit codes and what `check-config` and the usage errors print.
+//! `probe` is only driven up to the point where it would log in.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const SECRET: &str = "correct-horse-battery";
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mailbox_exporter"))
+        .args(args)
+        // Keep the caller's environment from overriding the test configs.
+        .env_remove("MAILBOX_EXPORTER__TIMEOUT")
+        .env_remove("MAILBOX_EXPORTER__INTERVAL")
+        .output()
+        .expect("the binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    format!("--config.file={}", path.display())
+}
+
+fn good_config() -> String {
+    format!(
+        r#"
+interval: 1m
+groups:
+  - name: support
+    accounts:
+      - name: support-inbox
+        server: mail.example.com
+        username: support@example.com
+        password: {SECRET}
+      - name: support-imap
+        server: "[::1]:993"
+        protocol: imap
+        username: support@example.com
+        password_file: secret.txt
+  - name: sales
+    accounts:
+      - name: sales-inbox
+        server: mail.example.com:110
+        tls: starttls
+        username: sales@example.com
+        password: {SECRET}
+"#
+    )
+}
+
+/// Five different problems, one password written into a misspelt key.
+fn bad_config() -> String {
+    format!(
+        r#"
+timeout: 0s
+groups:
+  - name: support
+    accounts:
+      - name: support-inbox
+        server: mail.example.com:99999
+        username: support@example.com
+        pasword: {SECRET}
+      - name: sales-inbox
+        server: mail.example.com
+        username: sales@example.com
+        password: {SECRET}
+        auth_mode: BETS
+  - name: empty
+"#
+    )
+}
+
+#[test]
+fn check_config_accepts_a_good_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret.txt"), format!("{SECRET}\n")).unwrap();
+    let flag = write(dir.path(), "good.yaml", &good_config());
+    let out = run(&["check-config", &flag]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "config OK: 2 groups, 3 accounts\n");
+    assert!(!stderr(&out).contains(SECRET));
+}
+
+#[test]
+fn check_config_lists_every_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let flag = write(dir.path(), "bad.yaml", &bad_config());
+    let out = run(&["check-config", &flag]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout(&out), "");
+    let err = stderr(&out);
+    assert!(!err.contains(SECRET), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    let account = "groups[0] \"support\" / accounts[0] \"support-inbox\"";
+    assert_eq!(
+        lines[..6],
+        [
+            "timeout: must be greater than zero".to_string(),
+            format!("{account}: unknown key \"pasword\" (did you mean \"password\"?)"),
+            format!(
+                "{account}: server: \"mail.example.com:99999\": bad port \"99999\", expected 1-65535"
+            ),
+            format!(
+                "{account}: password: missing: set one of password_file, password_env or password"
+            ),
+            "groups[0] \"support\" / accounts[1] \"sales-inbox\": auth_mode: unknown auth mode \
+             \"BETS\": expected one of BEST, APOP, CRAM-MD5, PASS"
+                .to_string(),
+            "groups[1] \"empty\": accounts: the group has no accounts".to_string(),
+        ]
+    );
+    assert!(lines[6].ends_with("bad.yaml rejected: 6 errors"), "{err}");
+    assert_eq!(lines.len(), 7);
+}
+
+#[test]
+fn check_config_reads_toml() {
+    let dir = tempfile::tempdir().unwrap();
+    let flag = write(
+        dir.path(),
+        "good.toml",
+        &format!(
+            "[[groups]]\nname = \"g\"\n[[groups.accounts]]\nname = \"a\"\nserver = \"h\"\n\
+             username = \"u\"\npassword = \"{SECRET}\"\n"
+        ),
+    );
+    let out = run(&[
+        "--config.file",
+        &flag["--config.file=".len()..],
+        "check-config",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "config OK: 1 group, 1 account\n");
+}
+
+#[test]
+fn check_config_applies_environment_overrides() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret.txt"), SECRET).unwrap();
+    let flag = write(dir.path(), "good.yaml", &good_config());
+    let out = Command::new(env!("CARGO_BIN_EXE_mailbox_exporter"))
+        .args(["check-config", &flag])
+        .env("MAILBOX_EXPORTER__CONCURRENCY", "0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with("concurrency: must be at least 1\n"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn check_config_of_a_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("absent.yaml");
+    let out = run(&["check-config", &format!("--config.file={}", path.display())]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).starts_with("cannot read "), "{}", stderr(&out));
+    assert!(stderr(&out).contains("absent.yaml"));
+}
+
+#[test]
+fn missing_config_file_flag_is_a_usage_error() {
+    for args in [&["check-config"][..], &["probe", "--account=a"]] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&out).contains("--config.file"), "{}", stderr(&out));
+    }
+}
+
+#[test]
+fn bad_flags_are_usage_errors() {
+    for args in [
+        &["--no-such-flag"][..],
+        &["probe", "--config.file=c.yaml"],
+        &[
+            "probe",
+            "--config.file=c.yaml",
+            "--account=a",
+            "--auth-mode=BETS",
+        ],
+        &["--log.format=xml"],
+        &["no-such-command"],
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).starts_with("error: "), "{args:?}");
+    }
+}
+
+#[test]
+fn exporter_modes_are_not_in_this_build() {
+    for args in [
+        &[][..],
+        &["--web.listen-address=127.0.0.1:0", "--log.level=debug"],
+        &["demo", "--web.listen-address=:9999"],
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            stderr(&out).contains("the exporter service is not available in this build"),
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn probe_refuses_before_logging_in() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret.txt"), SECRET).unwrap();
+    let good = write(dir.path(), "good.yaml", &good_config());
+    let bad = write(dir.path(), "bad.yaml", &bad_config());
+
+    let out = run(&["probe", &good, "--account=nobody"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(
+            "no account named \"nobody\": known accounts: support-inbox, support-imap, sales-inbox"
+        ),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = run(&["probe", &good, "--account=support-imap", "--auth-mode=PASS"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--auth-mode applies to POP3 accounts only"));
+
+    let out = run(&["probe", &bad, "--account=sales-inbox", "--json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(stdout(&out), "");
+    assert!(stderr(&out).contains("unknown auth mode \"BETS\""));
+    assert!(!stderr(&out).contains(SECRET));
+}
