@@ -289,7 +289,13 @@ impl<'a> Session<'a> {
                 for addr in &addrs {
                     match TcpStream::connect(addr).await {
                         Ok(tcp) => return Ok(tcp),
-                        Err(e) => last = Some(format!("{addr}: {e}")),
+                        Err(e) => {
+                            last = Some(if addrs.len() > 1 {
+                                format!("{addr}: {e}")
+                            } else {
+                                e.to_string()
+                            })
+                        }
                     }
                 }
                 Err(ProbeError::Connect {
