@@ -174,6 +174,12 @@ async fn read_command(wire: &mut Wire) -> io::Result<Read> {
             return Ok(Read::Closed);
         };
         command.extend_from_slice(&line);
+        if command.len() > MAX_LINE {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "command too long",
+            ));
+        }
         let Some((size, synchronizing)) = literal_suffix(&line) else {
             return Ok(Read::Command(command));
         };

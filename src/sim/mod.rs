@@ -6,8 +6,11 @@
 //! for real (APOP and CRAM-MD5 digests are recomputed from the stored password), so a client
 //! that computes them wrongly fails here as it would against Dovecot.
 //!
-//! Layout: [`cert`] (the TLS identity), `wire` (the server end of a connection), `pop3` and
-//! `imap` (the dialogues).
+//! Layout: `cert` (the TLS identity, [`sim_certificate`]), `wire` (the server end of a
+//! connection), `pop3` and `imap` (the dialogues).
+//!
+//! A connection lives until the client leaves or the server is dropped; there is no idle
+//! timeout, since measuring the client's own timeouts is much of the point.
 
 mod cert;
 mod imap;
@@ -100,18 +103,19 @@ pub enum Behavior {
     OAuthOnly,
     /// IMAP only: a `* PREAUTH` greeting (e.g. imapd run over ssh), already authenticated.
     Preauth,
-    /// A host that accepts TCP connections and never sends a byte (firewall, hung daemon).
+    /// A host that accepts TCP connections and never sends a byte (firewall, hung daemon);
+    /// with implicit TLS it never answers the handshake either.
     Silent,
-    /// A server so slow it sends its greeting one byte per interval, then behaves as
-    /// [`Behavior::Healthy`].
+    /// A server so slow it sends its greeting one byte per interval (after the handshake, with
+    /// implicit TLS), then behaves as [`Behavior::Healthy`].
     Drip(Duration),
     /// A broken peer that sends the start of a greeting and then bytes without a newline
-    /// forever, until the client hangs up.
+    /// forever (after the handshake, with implicit TLS), until the client hangs up.
     EndlessLine,
     /// Something that is not a mail server on the mail port (an HTTP server): answers
     /// `HTTP/1.1 400 Bad Request` before any TLS handshake, then closes.
     Garbage,
-    /// A port whose service closes every connection right after accepting it.
+    /// A port whose service closes every connection right after accepting it (before any TLS).
     CloseOnAccept,
 }
 
@@ -131,7 +135,7 @@ impl Behavior {
 }
 
 /// What to simulate.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SimSpec {
     pub protocol: Protocol,
     /// `Implicit`: TLS from the first byte; `Starttls`: STLS/STARTTLS offered; `None`: not offered.
@@ -191,6 +195,28 @@ impl SimSpec {
             ));
         }
         Ok(())
+    }
+}
+
+impl std::fmt::Debug for SimSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let users: Vec<(&str, &str)> = self
+            .users
+            .iter()
+            .map(|(name, _)| (name.as_str(), "***"))
+            .collect();
+        f.debug_struct("SimSpec")
+            .field("protocol", &self.protocol)
+            .field("tls", &self.tls)
+            .field("users", &users)
+            .field("behavior", &self.behavior)
+            .field("hostname", &self.hostname)
+            .field("apop", &self.apop)
+            .field("cram_md5", &self.cram_md5)
+            .field("plain", &self.plain)
+            .field("greeting_capabilities", &self.greeting_capabilities)
+            .field("sasl_ir", &self.sasl_ir)
+            .finish()
     }
 }
 
@@ -383,6 +409,7 @@ impl SimServer {
         self.addr.port()
     }
 
+    /// What this server simulates.
     pub fn spec(&self) -> &SimSpec {
         &self.shared.spec
     }
