@@ -54,7 +54,7 @@ const UNKNOWN_VERB: &str = "UNKNOWN";
 /// The temporary condition a [`Behavior::Busy`] server reports on every login.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BusyCode {
-    /// POP3 `[IN-USE]`: another session holds the maildrop lock (RFC 2449).
+    /// POP3 `[IN-USE]`: another client holds the maildrop lock (RFC 2449).
     InUse,
     /// POP3 `[SYS/TEMP]`: a temporary system failure, e.g. the user database is down (RFC 3206).
     SysTemp,
@@ -65,7 +65,7 @@ pub enum BusyCode {
 impl BusyCode {
     fn pop3_reply(self) -> &'static str {
         match self {
-            BusyCode::InUse => "-ERR [IN-USE] Mailbox is locked by another POP3 session.",
+            BusyCode::InUse => "-ERR [IN-USE] Mailbox is locked by another POP3 client.",
             BusyCode::SysTemp => "-ERR [SYS/TEMP] Temporary authentication failure.",
             BusyCode::LoginDelay => "-ERR [LOGIN-DELAY] Logged in too recently, try again later.",
         }
