@@ -1,1 +1,542 @@
-//! Simulator.
+//! In-process POP3 and IMAP servers that speak the real protocols, with the misbehaviours met
+//! in the field, for tests, the `demo` command and benchmarks.
+//!
+//! A [`SimServer`] listens on `127.0.0.1:0` and serves every connection in its own tokio task,
+//! so thousands of probes cost thousands of small tasks, not threads. Credentials are checked
+//! for real (APOP and CRAM-MD5 digests are recomputed from the stored password), so a client
+//! that computes them wrongly fails here as it would against Dovecot.
+//!
+//! Layout: `cert` (the TLS identity, [`sim_certificate`]), `wire` (the server end of a
+//! connection), `pop3` and `imap` (the dialogues).
+//!
+//! A connection lives until the client leaves or the server is dropped; there is no idle
+//! timeout, since measuring the client's own timeouts is much of the point.
+
+mod cert;
+mod imap;
+mod pop3;
+mod wire;
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_native_tls::TlsAcceptor;
+
+pub use cert::{SimCertificate, sim_certificate};
+
+use crate::proto::sasl;
+use crate::verdict::{Protocol, TlsMode};
+use wire::{Stream, Wire};
+
+/// Host name in APOP timestamps and CRAM-MD5 challenges unless the spec names another.
+pub const DEFAULT_HOSTNAME: &str = "sim.example";
+/// Longest command line (or IMAP command with its literals) the simulator buffers; a client
+/// that sends more is disconnected, as real servers do.
+pub const MAX_LINE: usize = 8 * 1024;
+/// Most verbs kept in [`SimStats::commands`], so a long benchmark cannot grow them unboundedly.
+pub const MAX_RECORDED_COMMANDS: usize = 100_000;
+/// Unknown or malformed commands tolerated per connection before the server hangs up
+/// (Dovecot's limit too).
+pub const MAX_BAD_COMMANDS: u32 = 10;
+/// Pending connections the listener queues: benchmarks open thousands at once.
+const LISTEN_BACKLOG: u32 = 4096;
+/// Verb recorded for a command the protocol does not know; its text is never recorded since a
+/// confused client may have sent a password where a command belongs.
+const UNKNOWN_VERB: &str = "UNKNOWN";
+
+/// The temporary condition a [`Behavior::Busy`] server reports on every login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusyCode {
+    /// POP3 `[IN-USE]`: another client holds the maildrop lock (RFC 2449).
+    InUse,
+    /// POP3 `[SYS/TEMP]`: a temporary system failure, e.g. the user database is down (RFC 3206).
+    SysTemp,
+    /// POP3 `[LOGIN-DELAY]`: the user logged in too recently (RFC 2449).
+    LoginDelay,
+}
+
+impl BusyCode {
+    fn pop3_reply(self) -> &'static str {
+        match self {
+            BusyCode::InUse => "-ERR [IN-USE] Mailbox is locked by another POP3 client.",
+            BusyCode::SysTemp => "-ERR [SYS/TEMP] Temporary authentication failure.",
+            BusyCode::LoginDelay => "-ERR [LOGIN-DELAY] Logged in too recently, try again later.",
+        }
+    }
+}
+
+/// How a simulated server behaves. The features a well-behaved server offers (APOP timestamp,
+/// SASL mechanisms, SASL-IR, capabilities in the IMAP greeting) are switched in [`SimSpec`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Behavior {
+    /// Dovecot with a plaintext passdb: every advertised method works for the right password.
+    Healthy,
+    /// Dovecot with hashed passwords and `apop`/`cram-md5` still enabled: APOP and CRAM-MD5
+    /// are advertised but always fail as a wrong password would; USER/PASS, PLAIN and LOGIN work.
+    UnverifiableDigests,
+    /// As [`Behavior::UnverifiableDigests`], but like servers that hang up on a failed login:
+    /// the rejected APOP or CRAM-MD5 is answered and the connection closed.
+    UnverifiableDigestsThenClose,
+    /// A server configured for CRAM-MD5 alone: POP3 has no APOP timestamp and no USER (USER
+    /// answers `-ERR`); IMAP advertises `AUTH=CRAM-MD5 LOGINDISABLED`.
+    CramMd5Only,
+    /// An old cleartext-only server: no STLS/STARTTLS, no APOP, no SASL; USER/PASS or LOGIN.
+    CleartextOnly,
+    /// A server that cannot serve the mailbox right now: every login is answered with the
+    /// POP3 code given, or IMAP `NO [UNAVAILABLE]`.
+    Busy(BusyCode),
+    /// A server refusing service: POP3 `-ERR` greeting, IMAP `* BYE` greeting, then close.
+    RejectGreeting,
+    /// Dovecot with `disable_plaintext_auth` and no TLS to offer: IMAP `LOGINDISABLED` with no
+    /// password mechanism, LOGIN answered `NO [PRIVACYREQUIRED]`; POP3 without USER, USER/PASS
+    /// answered `-ERR [AUTH] Plaintext authentication disallowed`.
+    LoginDisabled,
+    /// A provider that dropped passwords (Microsoft 365, Google): only XOAUTH2 and OAUTHBEARER
+    /// are advertised (IMAP adds LOGINDISABLED); passwords sent anyway fail as wrong ones.
+    OAuthOnly,
+    /// IMAP only: a `* PREAUTH` greeting (e.g. imapd run over ssh), already authenticated.
+    Preauth,
+    /// A host that accepts TCP connections and never sends a byte (firewall, hung daemon);
+    /// with implicit TLS it never answers the handshake either.
+    Silent,
+    /// A server so slow it sends its greeting one byte per interval (after the handshake, with
+    /// implicit TLS), then behaves as [`Behavior::Healthy`].
+    Drip(Duration),
+    /// A broken peer that sends the start of a greeting and then bytes without a newline
+    /// forever (after the handshake, with implicit TLS), until the client hangs up.
+    EndlessLine,
+    /// Something that is not a mail server on the mail port (an HTTP server): answers
+    /// `HTTP/1.1 400 Bad Request` before any TLS handshake, then closes.
+    Garbage,
+    /// A port whose service closes every connection right after accepting it (before any TLS).
+    CloseOnAccept,
+}
+
+impl Behavior {
+    /// Behaviours that offer the full set of methods the spec switches on.
+    fn offers_everything(&self) -> bool {
+        matches!(
+            self,
+            Behavior::Healthy
+                | Behavior::UnverifiableDigests
+                | Behavior::UnverifiableDigestsThenClose
+                | Behavior::Busy(_)
+                | Behavior::Preauth
+                | Behavior::Drip(_)
+        )
+    }
+}
+
+/// What to simulate.
+#[derive(Clone)]
+pub struct SimSpec {
+    pub protocol: Protocol,
+    /// `Implicit`: TLS from the first byte; `Starttls`: STLS/STARTTLS offered; `None`: not offered.
+    pub tls: TlsMode,
+    /// Accounts as (user name, password).
+    pub users: Vec<(String, String)>,
+    pub behavior: Behavior,
+    /// For APOP timestamps and CRAM-MD5 challenges.
+    pub hostname: String,
+    /// POP3: the greeting carries an APOP timestamp (where the behaviour offers APOP).
+    pub apop: bool,
+    /// SASL CRAM-MD5 advertised (where the behaviour offers SASL).
+    pub cram_md5: bool,
+    /// SASL PLAIN advertised (where the behaviour offers SASL).
+    pub plain: bool,
+    /// IMAP: the greeting carries `[CAPABILITY ...]`; otherwise the client must ask.
+    pub greeting_capabilities: bool,
+    /// IMAP: `SASL-IR` advertised, so AUTHENTICATE may carry an initial response.
+    pub sasl_ir: bool,
+}
+
+impl SimSpec {
+    /// A spec with no users, every optional feature on and [`DEFAULT_HOSTNAME`].
+    pub fn new(protocol: Protocol, tls: TlsMode, behavior: Behavior) -> Self {
+        SimSpec {
+            protocol,
+            tls,
+            users: Vec::new(),
+            behavior,
+            hostname: DEFAULT_HOSTNAME.to_string(),
+            apop: true,
+            cram_md5: true,
+            plain: true,
+            greeting_capabilities: true,
+            sasl_ir: true,
+        }
+    }
+
+    /// Adds an account.
+    pub fn user(mut self, name: impl Into<String>, password: impl Into<String>) -> Self {
+        self.users.push((name.into(), password.into()));
+        self
+    }
+
+    fn password(&self, user: &str) -> Option<&str> {
+        self.users
+            .iter()
+            .find(|(name, _)| name == user)
+            .map(|(_, password)| password.as_str())
+    }
+
+    fn validate(&self) -> io::Result<()> {
+        if self.behavior == Behavior::Preauth && self.protocol != Protocol::Imap {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the PREAUTH behaviour exists only for IMAP",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for SimSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let users: Vec<(&str, &str)> = self
+            .users
+            .iter()
+            .map(|(name, _)| (name.as_str(), "***"))
+            .collect();
+        f.debug_struct("SimSpec")
+            .field("protocol", &self.protocol)
+            .field("tls", &self.tls)
+            .field("users", &users)
+            .field("behavior", &self.behavior)
+            .field("hostname", &self.hostname)
+            .field("apop", &self.apop)
+            .field("cram_md5", &self.cram_md5)
+            .field("plain", &self.plain)
+            .field("greeting_capabilities", &self.greeting_capabilities)
+            .field("sasl_ir", &self.sasl_ir)
+            .finish()
+    }
+}
+
+/// A snapshot of what a simulator has seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SimStats {
+    /// Connections accepted.
+    pub connections: u64,
+    /// Command verbs in arrival order, never their arguments: `"CAPA"`, `"APOP"`,
+    /// `"AUTH CRAM-MD5"`, `"LOGIN"` (IMAP tags dropped), `"AUTHENTICATE PLAIN"`, ...
+    /// Anything unrecognised is recorded as `"UNKNOWN"`. At most [`MAX_RECORDED_COMMANDS`].
+    pub commands: Vec<String>,
+    /// Logins accepted.
+    pub logins_ok: u64,
+    /// Logins that presented a credential and were refused, whatever the reason.
+    pub logins_rejected: u64,
+}
+
+#[derive(Default)]
+struct Recorder {
+    connections: AtomicU64,
+    logins_ok: AtomicU64,
+    logins_rejected: AtomicU64,
+    commands: Mutex<Vec<&'static str>>,
+}
+
+impl Recorder {
+    fn command(&self, verb: &'static str) {
+        // A poisoned lock only means another connection task panicked mid-push; the list is
+        // still a list.
+        let mut commands = self.commands.lock().unwrap_or_else(|e| e.into_inner());
+        if commands.len() < MAX_RECORDED_COMMANDS {
+            commands.push(verb);
+        }
+    }
+
+    fn snapshot(&self) -> SimStats {
+        let commands = self.commands.lock().unwrap_or_else(|e| e.into_inner());
+        SimStats {
+            connections: self.connections.load(Ordering::Relaxed),
+            commands: commands.iter().map(|v| v.to_string()).collect(),
+            logins_ok: self.logins_ok.load(Ordering::Relaxed),
+            logins_rejected: self.logins_rejected.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A login attempt, by method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    Apop,
+    CramMd5,
+    Plain,
+    Pass,
+    Login,
+    OAuth,
+}
+
+impl Attempt {
+    fn is_digest(self) -> bool {
+        matches!(self, Attempt::Apop | Attempt::CramMd5)
+    }
+}
+
+/// The server's answer to a login attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Judgement {
+    Accept,
+    /// Wrong credential, or one the server cannot verify: indistinguishable to the client.
+    Fail,
+    FailAndClose,
+    Busy(BusyCode),
+}
+
+/// Everything the connection tasks of one server share.
+struct Shared {
+    spec: SimSpec,
+    acceptor: Option<TlsAcceptor>,
+    stats: Recorder,
+}
+
+impl Shared {
+    /// Decides a login attempt whose credential checked out (`valid`) or not, and counts it.
+    fn judge(&self, attempt: Attempt, valid: bool) -> Judgement {
+        let judgement = match &self.spec.behavior {
+            Behavior::Busy(code) => Judgement::Busy(*code),
+            Behavior::UnverifiableDigests if attempt.is_digest() => Judgement::Fail,
+            Behavior::UnverifiableDigestsThenClose if attempt.is_digest() => {
+                Judgement::FailAndClose
+            }
+            Behavior::OAuthOnly => Judgement::Fail,
+            // No token is ever valid here: the simulator knows passwords only.
+            _ if attempt == Attempt::OAuth => Judgement::Fail,
+            _ if valid => Judgement::Accept,
+            _ => Judgement::Fail,
+        };
+        self.count(judgement == Judgement::Accept);
+        judgement
+    }
+
+    /// Counts a login refused before the credential could be judged (e.g. plaintext disabled).
+    fn count(&self, accepted: bool) {
+        let counter = if accepted {
+            &self.stats.logins_ok
+        } else {
+            &self.stats.logins_rejected
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn record(&self, verb: &'static str) {
+        self.stats.command(verb);
+    }
+
+    fn check_password(&self, user: &str, password: &str) -> bool {
+        self.spec.password(user) == Some(password)
+    }
+
+    fn check_apop(&self, user: &str, timestamp: &str, digest: &str) -> bool {
+        self.spec.password(user).is_some_and(|password| {
+            sasl::apop_digest(timestamp, password).eq_ignore_ascii_case(digest)
+        })
+    }
+
+    /// Checks a decoded CRAM-MD5 answer, "user hexdigest" (RFC 2195).
+    fn check_cram_md5(&self, challenge: &str, answer: &[u8]) -> bool {
+        let Ok(answer) = std::str::from_utf8(answer) else {
+            return false;
+        };
+        let Some((user, digest)) = answer.rsplit_once(' ') else {
+            return false;
+        };
+        self.spec.password(user).is_some_and(|password| {
+            sasl::cram_md5_digest(password, challenge.as_bytes()).eq_ignore_ascii_case(digest)
+        })
+    }
+
+    /// Checks a decoded PLAIN message, "authzid\0authcid\0passwd" (RFC 4616). Acting as
+    /// another user (a different authzid) is never allowed.
+    fn check_plain(&self, message: &[u8]) -> bool {
+        let mut parts = message.split(|&b| b == 0);
+        let (Some(authzid), Some(authcid), Some(password), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        if !authzid.is_empty() && authzid != authcid {
+            return false;
+        }
+        match (std::str::from_utf8(authcid), std::str::from_utf8(password)) {
+            (Ok(user), Ok(password)) => self.check_password(user, password),
+            _ => false,
+        }
+    }
+}
+
+/// A running simulated mail server. Dropping it stops the listener and every connection.
+pub struct SimServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+impl SimServer {
+    /// Starts listening on `127.0.0.1:0`.
+    pub async fn start(spec: SimSpec) -> io::Result<SimServer> {
+        spec.validate()?;
+        let acceptor = match spec.tls {
+            TlsMode::None => None,
+            TlsMode::Implicit | TlsMode::Starttls => Some(cert::acceptor()?),
+        };
+        let socket = TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+        let listener = socket.listen(LISTEN_BACKLOG)?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            spec,
+            acceptor,
+            stats: Recorder::default(),
+        });
+        let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
+        Ok(SimServer { addr, shared, task })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// What this server simulates.
+    pub fn spec(&self) -> &SimSpec {
+        &self.shared.spec
+    }
+
+    pub fn stats(&self) -> SimStats {
+        self.shared.stats.snapshot()
+    }
+
+    /// Stops the listener and every connection, and waits until the listener is closed.
+    pub async fn shutdown(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for SimServer {
+    fn drop(&mut self) {
+        // The accept task owns the connection tasks (a JoinSet): aborting it aborts them all.
+        self.task.abort();
+    }
+}
+
+impl std::fmt::Debug for SimServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimServer")
+            .field("addr", &self.addr)
+            .field("protocol", &self.shared.spec.protocol)
+            .field("tls", &self.shared.spec.tls)
+            .field("behavior", &self.shared.spec.behavior)
+            .finish()
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+                    connections.spawn(serve(stream, Arc::clone(&shared)));
+                }
+                // Out of file descriptors and the like: give the clients a moment to let go.
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            },
+            // Reap finished connections so the set does not grow with every one ever served.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
+    let _ = stream.set_nodelay(true);
+    match shared.spec.behavior {
+        Behavior::CloseOnAccept => return,
+        Behavior::Silent => {
+            // Read and discard until the client goes: nothing is ever sent or kept.
+            let mut sink = [0u8; 1024];
+            while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+            return;
+        }
+        Behavior::Garbage => {
+            let _ = stream
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n")
+                .await;
+            let _ = stream.shutdown().await;
+            return;
+        }
+        _ => {}
+    }
+    let stream = match (&shared.spec.tls, &shared.acceptor) {
+        (TlsMode::Implicit, Some(acceptor)) => match acceptor.accept(stream).await {
+            Ok(tls) => Stream::Tls(Box::new(tls)),
+            Err(_) => return,
+        },
+        _ => Stream::Plain(stream),
+    };
+    let mut wire = Wire::new(stream);
+    if shared.spec.behavior == Behavior::EndlessLine {
+        let prefix = match shared.spec.protocol {
+            Protocol::Pop3 => "+OK ",
+            Protocol::Imap => "* OK ",
+        };
+        let _ = wire.endless(prefix).await;
+        return;
+    }
+    // Errors here are the client's doing (reset, over-long line) or its going away: either
+    // way the connection is over and there is no one to tell.
+    let _ = match shared.spec.protocol {
+        Protocol::Pop3 => pop3::serve(wire, &shared).await,
+        Protocol::Imap => imap::serve(wire, &shared).await,
+    };
+}
+
+/// A fresh `<pid.nanos@hostname>` string: APOP timestamps and CRAM-MD5 challenges. Strictly
+/// increasing within the process, so no two connections ever share one.
+fn unique_stamp(hostname: &str) -> String {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let previous = LAST
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+            Some(now.max(last + 1))
+        })
+        .unwrap_or(now);
+    let nanos = now.max(previous + 1);
+    format!("<{}.{}@{}>", std::process::id(), nanos, hostname)
+}
+
+/// The verb in `table` matching `word` case-insensitively, else [`UNKNOWN_VERB`].
+fn known_verb(table: &[&'static str], word: &str) -> &'static str {
+    table
+        .iter()
+        .find(|verb| verb.eq_ignore_ascii_case(word))
+        .copied()
+        .unwrap_or(UNKNOWN_VERB)
+}
+
+/// Splits off the first space-separated word.
+fn split_word(text: &str) -> (&str, &str) {
+    match text.split_once(' ') {
+        Some((word, rest)) => (word, rest),
+        None => (text, ""),
+    }
+}
+
+#[cfg(test)]
+mod tests;
