@@ -117,9 +117,16 @@ async fn pop3_healthy_logs_in_with_apop_over_implicit_tls() {
     let v = run(&target(&sim, TlsMode::Implicit)).await;
     assert_success(&v, Apop, &[(Apop, Success)]);
     assert!(!v.fallback && !v.cleartext);
-    assert!(v.cert_expiry.is_some(), "implicit TLS reports the certificate expiry");
+    assert!(
+        v.cert_expiry.is_some(),
+        "implicit TLS reports the certificate expiry"
+    );
     assert!(v.phases.tls > Duration::ZERO && v.phases.total >= v.phases.auth);
-    assert!(transcript_has(&v, "C: APOP alice@example.com ***"), "{:?}", v.transcript);
+    assert!(
+        transcript_has(&v, "C: APOP alice@example.com ***"),
+        "{:?}",
+        v.transcript
+    );
     assert_eq!(sim.stats().commands, ["CAPA", "APOP", "QUIT"]);
 }
 
@@ -135,10 +142,22 @@ async fn pop3_without_timestamp_uses_cram_md5() {
 
 #[tokio::test]
 async fn pop3_trap_best_falls_back_to_pass_on_the_same_connection() {
-    let sim = server(Protocol::Pop3, TlsMode::Implicit, Behavior::UnverifiableDigests).await;
+    let sim = server(
+        Protocol::Pop3,
+        TlsMode::Implicit,
+        Behavior::UnverifiableDigests,
+    )
+    .await;
     let v = run(&target(&sim, TlsMode::Implicit)).await;
-    assert_success(&v, Pass, &[(Apop, Rejected), (CramMd5, Rejected), (Pass, Success)]);
-    assert!(v.fallback, "stepping past a rejected advertised method is a fallback");
+    assert_success(
+        &v,
+        Pass,
+        &[(Apop, Rejected), (CramMd5, Rejected), (Pass, Success)],
+    );
+    assert!(
+        v.fallback,
+        "stepping past a rejected advertised method is a fallback"
+    );
     assert!(!v.cleartext, "PASS went over TLS");
     let advice = v.advice.as_deref().unwrap();
     assert!(advice.contains("pin auth_mode: PASS"), "{advice}");
@@ -160,7 +179,11 @@ async fn pop3_trap_that_hangs_up_after_rejection_goes_on_over_a_new_connection()
     )
     .await;
     let v = run(&target(&sim, TlsMode::Implicit)).await;
-    assert_success(&v, Pass, &[(Apop, Rejected), (CramMd5, Rejected), (Pass, Success)]);
+    assert_success(
+        &v,
+        Pass,
+        &[(Apop, Rejected), (CramMd5, Rejected), (Pass, Success)],
+    );
     assert!(v.fallback);
     assert_eq!(sim.stats().connections, 3, "one new connection per hang-up");
     assert!(transcript_has(&v, "reconnecting"));
@@ -169,7 +192,12 @@ async fn pop3_trap_that_hangs_up_after_rejection_goes_on_over_a_new_connection()
 
 #[tokio::test]
 async fn pop3_trap_with_pinned_pass_logs_in_without_fallback() {
-    let sim = server(Protocol::Pop3, TlsMode::Implicit, Behavior::UnverifiableDigests).await;
+    let sim = server(
+        Protocol::Pop3,
+        TlsMode::Implicit,
+        Behavior::UnverifiableDigests,
+    )
+    .await;
     let mut t = target(&sim, TlsMode::Implicit);
     t.auth_mode = AuthMode::Pass;
     let v = run(&t).await;
@@ -180,7 +208,12 @@ async fn pop3_trap_with_pinned_pass_logs_in_without_fallback() {
 
 #[tokio::test]
 async fn pop3_trap_with_pinned_apop_is_rejected_and_advised_to_try_pass() {
-    let sim = server(Protocol::Pop3, TlsMode::Implicit, Behavior::UnverifiableDigests).await;
+    let sim = server(
+        Protocol::Pop3,
+        TlsMode::Implicit,
+        Behavior::UnverifiableDigests,
+    )
+    .await;
     let mut t = target(&sim, TlsMode::Implicit);
     t.auth_mode = AuthMode::Apop;
     let v = run(&t).await;
@@ -190,7 +223,12 @@ async fn pop3_trap_with_pinned_apop_is_rejected_and_advised_to_try_pass() {
 
 #[tokio::test]
 async fn pop3_remembered_method_is_tried_first() {
-    let sim = server(Protocol::Pop3, TlsMode::Implicit, Behavior::UnverifiableDigests).await;
+    let sim = server(
+        Protocol::Pop3,
+        TlsMode::Implicit,
+        Behavior::UnverifiableDigests,
+    )
+    .await;
     let v = run_preferring(&target(&sim, TlsMode::Implicit), Some(Pass)).await;
     assert_success(&v, Pass, &[(Pass, Success)]);
     assert!(!v.fallback);
@@ -246,7 +284,12 @@ async fn pop3_wrong_password_is_rejected_by_every_rung() {
         Reason::AuthRejected,
         &[(Apop, Rejected), (CramMd5, Rejected), (Pass, Rejected)],
     );
-    assert!(v.advice.as_deref().unwrap().contains("username and password"));
+    assert!(
+        v.advice
+            .as_deref()
+            .unwrap()
+            .contains("username and password")
+    );
 }
 
 #[tokio::test]
@@ -290,7 +333,11 @@ async fn pop3_busy_answers_are_server_busy_not_credentials() {
         let sim = server(Protocol::Pop3, TlsMode::Implicit, Behavior::Busy(code)).await;
         let v = run(&target(&sim, TlsMode::Implicit)).await;
         assert_failure(&v, Reason::ServerBusy, &[(Apop, Error)]);
-        assert_eq!(sim.stats().commands, ["CAPA", "APOP", "QUIT"], "{code:?}: the ladder stops");
+        assert_eq!(
+            sim.stats().commands,
+            ["CAPA", "APOP", "QUIT"],
+            "{code:?}: the ladder stops"
+        );
     }
 }
 
@@ -369,7 +416,12 @@ async fn imap_asks_for_capabilities_when_the_greeting_has_none() {
 
 #[tokio::test]
 async fn imap_trap_falls_back_from_cram_md5_to_plain() {
-    let sim = server(Protocol::Imap, TlsMode::Implicit, Behavior::UnverifiableDigests).await;
+    let sim = server(
+        Protocol::Imap,
+        TlsMode::Implicit,
+        Behavior::UnverifiableDigests,
+    )
+    .await;
     let v = run(&target(&sim, TlsMode::Implicit)).await;
     assert_success(&v, Plain, &[(CramMd5, Rejected), (Plain, Success)]);
     assert!(v.fallback);
@@ -402,7 +454,12 @@ async fn imap_wrong_password_is_rejected_by_every_mechanism() {
         Reason::AuthRejected,
         &[(CramMd5, Rejected), (Plain, Rejected), (Login, Rejected)],
     );
-    assert!(v.detail.as_deref().unwrap().contains("AUTHENTICATIONFAILED"));
+    assert!(
+        v.detail
+            .as_deref()
+            .unwrap()
+            .contains("AUTHENTICATIONFAILED")
+    );
 }
 
 #[tokio::test]
@@ -423,7 +480,9 @@ async fn imap_logindisabled_without_tls_never_sends_the_password() {
     assert!(!v.cleartext);
     let commands = sim.stats().commands;
     assert!(
-        !commands.iter().any(|c| c == "LOGIN" || c.starts_with("AUTHENTICATE")),
+        !commands
+            .iter()
+            .any(|c| c == "LOGIN" || c.starts_with("AUTHENTICATE")),
         "{commands:?}"
     );
 }
@@ -440,12 +499,20 @@ async fn imap_oauth_only_provider_is_mechanism_unavailable() {
 async fn imap_preauth_is_a_login_without_a_method() {
     let sim = server(Protocol::Imap, TlsMode::Implicit, Behavior::Preauth).await;
     let v = run(&target(&sim, TlsMode::Implicit)).await;
-    assert!(v.success && v.method.is_none() && v.attempts.is_empty(), "{v:#?}");
+    assert!(
+        v.success && v.method.is_none() && v.attempts.is_empty(),
+        "{v:#?}"
+    );
 }
 
 #[tokio::test]
 async fn imap_unavailable_and_bye_are_server_busy() {
-    let sim = server(Protocol::Imap, TlsMode::Implicit, Behavior::Busy(BusyCode::InUse)).await;
+    let sim = server(
+        Protocol::Imap,
+        TlsMode::Implicit,
+        Behavior::Busy(BusyCode::InUse),
+    )
+    .await;
     let v = run(&target(&sim, TlsMode::Implicit)).await;
     assert_failure(&v, Reason::ServerBusy, &[(CramMd5, Error)]);
 

@@ -314,7 +314,7 @@ impl Dialect for Imap {
                         done(conn, &tag).await
                     })
                     .await;
-                finish_rung(m, result)
+                finish_rung(m, result).stay_on_connection()
             }
             Method::Plain => {
                 let blob = sasl::plain_response(&user, password.expose());
@@ -395,10 +395,13 @@ impl Dialect for Imap {
     }
 }
 
+/// PLAIN with SASL-IR and LOGIN carry the credentials in their first line, so a hang-up
+/// there is as likely the server closing after the previous rejection as an answer to this
+/// one: such a rung may be tried once more on a fresh connection.
 fn finish_rung(m: Method, result: Result<Done, ProbeError>) -> RungEnd {
     match result {
         Ok(d) => judge(m, d),
-        Err(e) => RungEnd::from_error(e).stay_on_connection(),
+        Err(e) => RungEnd::from_error(e),
     }
 }
 

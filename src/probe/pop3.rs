@@ -136,11 +136,12 @@ impl Dialect for Pop3 {
                     rungs.insert(0, p);
                 }
                 if rungs.is_empty() {
-                    let capa = caps.capa.as_ref();
-                    if !link.tls && capa.is_some_and(|c| c.stls) {
+                    // Servers drop USER from CAPA when they refuse plaintext logins on an
+                    // unencrypted connection (Dovecot's disable_plaintext_auth).
+                    if !link.tls && user_offered == Some(false) {
                         return Err(ProbeError::PlaintextDisallowed(
                             "the server offers no login method on this unencrypted connection \
-                             (CAPA lists STLS but not USER); the password was not sent"
+                             (CAPA does not list USER); the password was not sent"
                                 .into(),
                         ));
                     }

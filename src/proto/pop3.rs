@@ -164,7 +164,7 @@ mod tests {
         assert_eq!(r.text, "Mailbox is locked");
         assert_eq!(r.refusal(), Refusal::Busy);
         assert_eq!(parse_reply("+OK").unwrap().text, "");
-        assert_eq!(parse_reply("-err lower case").unwrap().ok, false);
+        assert!(!parse_reply("-err lower case").unwrap().ok);
         assert!(parse_reply("+OKAY").is_err());
         assert!(parse_reply("* OK imap").is_err());
         assert!(parse_reply("").is_err());
