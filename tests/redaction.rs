@@ -1,0 +1,225 @@
+//! No password anywhere: every failure mode and every success path, over both protocols and
+//! every TLS mode, through the library and through the `probe` command (text, JSON and trace
+//! logs), is searched for the password and its encoded forms.
+
+use std::path::Path;
+use std::time::Duration;
+
+use mailbox_exporter::probe::{self, Target, TlsSettings};
+use mailbox_exporter::proto::sasl;
+use mailbox_exporter::secret::Password;
+use mailbox_exporter::sim::{Behavior, BusyCode, SimServer, SimSpec, sim_certificate};
+use mailbox_exporter::verdict::{AuthMode, Protocol, TlsMode};
+
+const USER: &str = "agent7@helpdesk.example";
+const SECRET: &str = "Zq9-unique-Secret-4711";
+
+/// Every form in which the password could leak: itself, and the encodings a client sends.
+fn forbidden() -> Vec<String> {
+    vec![
+        SECRET.to_string(),
+        sasl::plain_response(USER, SECRET),
+        sasl::encode(SECRET.as_bytes()),
+    ]
+}
+
+fn assert_clean(context: &str, text: &str) {
+    for needle in forbidden() {
+        assert!(
+            !text.contains(&needle),
+            "{context}: found {needle:?} in:\n{text}"
+        );
+    }
+}
+
+fn behaviors() -> Vec<Behavior> {
+    vec![
+        Behavior::Healthy,
+        Behavior::UnverifiableDigests,
+        Behavior::UnverifiableDigestsThenClose,
+        Behavior::CramMd5Only,
+        Behavior::CleartextOnly,
+        Behavior::Busy(BusyCode::InUse),
+        Behavior::Busy(BusyCode::SysTemp),
+        Behavior::RejectGreeting,
+        Behavior::LoginDisabled,
+        Behavior::OAuthOnly,
+        Behavior::Silent,
+        Behavior::EndlessLine,
+        Behavior::Garbage,
+        Behavior::CloseOnAccept,
+    ]
+}
+
+fn ca_file(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("sim-ca.pem");
+    std::fs::write(&path, &sim_certificate().cert_pem).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_verdict_of_any_failure_mode_contains_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca_file(dir.path());
+    let mut servers = Vec::new();
+    let mut probes = tokio::task::JoinSet::new();
+    for protocol in [Protocol::Pop3, Protocol::Imap] {
+        for behavior in behaviors() {
+            for tls in [TlsMode::None, TlsMode::Starttls, TlsMode::Implicit] {
+                // The server holds a different password for the failure paths, the same one
+                // for the success paths: both must stay silent about the client's.
+                for server_password in [SECRET, "another-password"] {
+                    let spec =
+                        SimSpec::new(protocol, tls, behavior.clone()).user(USER, server_password);
+                    let sim = SimServer::start(spec).await.unwrap();
+                    let modes: &[AuthMode] = match protocol {
+                        Protocol::Pop3 => &[
+                            AuthMode::Best,
+                            AuthMode::Apop,
+                            AuthMode::CramMd5,
+                            AuthMode::Pass,
+                        ],
+                        Protocol::Imap => &[AuthMode::Best],
+                    };
+                    for &auth_mode in modes {
+                        let target = Target {
+                            protocol,
+                            host: "127.0.0.1".into(),
+                            port: sim.port(),
+                            tls: TlsSettings {
+                                mode: tls,
+                                verify: true,
+                                ca_file: Some(ca.clone()),
+                            },
+                            username: USER.into(),
+                            password: Password::new(SECRET),
+                            auth_mode,
+                            timeout: Duration::from_millis(500),
+                        };
+                        let context = format!("{protocol} {behavior:?} tls {tls} {auth_mode}");
+                        probes.spawn(async move {
+                            let v = probe::probe(&target, None).await;
+                            assert_clean(&context, &format!("{v:?}"));
+                            assert_clean(&context, &serde_json::to_string(&v).unwrap());
+                            assert_clean(&context, &format!("{target:?}"));
+                            v.success
+                        });
+                    }
+                    servers.push(sim);
+                }
+            }
+        }
+    }
+    let mut outcomes = Vec::new();
+    while let Some(done) = probes.join_next().await {
+        outcomes.push(done.expect("no probe panics"));
+    }
+    assert!(outcomes.iter().any(|&ok| ok) && outcomes.iter().any(|&ok| !ok));
+    // 2 passwords x 3 TLS modes x 14 behaviours x (4 POP3 modes + 1 IMAP)
+    assert_eq!(outcomes.len(), 2 * 3 * 14 * 5);
+}
+
+fn run_cli(args: &[String]) -> (String, i32) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailbox_exporter"))
+        .args(args)
+        .output()
+        .expect("the binary runs");
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (text, out.status.code().unwrap_or(-1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_command_output_and_logs_never_contain_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca_file(dir.path());
+    std::fs::write(dir.path().join("secret"), format!("{SECRET}\n")).unwrap();
+    let mut servers = Vec::new();
+    let mut accounts = String::new();
+    for (i, (protocol, behavior, tls)) in [
+        (Protocol::Pop3, Behavior::UnverifiableDigests, TlsMode::None),
+        (
+            Protocol::Pop3,
+            Behavior::UnverifiableDigestsThenClose,
+            TlsMode::Starttls,
+        ),
+        (Protocol::Pop3, Behavior::CleartextOnly, TlsMode::None),
+        (
+            Protocol::Pop3,
+            Behavior::Busy(BusyCode::InUse),
+            TlsMode::Implicit,
+        ),
+        (
+            Protocol::Imap,
+            Behavior::UnverifiableDigests,
+            TlsMode::Implicit,
+        ),
+        (Protocol::Imap, Behavior::LoginDisabled, TlsMode::None),
+        (Protocol::Imap, Behavior::CleartextOnly, TlsMode::None),
+        (Protocol::Imap, Behavior::Garbage, TlsMode::None),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for (suffix, server_password) in [("ok", SECRET), ("bad", "not-it")] {
+            let sim = SimServer::start(
+                SimSpec::new(protocol, tls, behavior.clone()).user(USER, server_password),
+            )
+            .await
+            .unwrap();
+            accounts.push_str(&format!(
+                "      - {{ name: a{i}-{suffix}, protocol: {protocol}, tls: {tls}, server: \"127.0.0.1:{}\", username: \"{USER}\", password_file: secret, ca_file: \"{}\" }}\n",
+                sim.port(),
+                ca.display()
+            ));
+            servers.push((format!("a{i}-{suffix}"), sim));
+        }
+    }
+    let config = dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!("timeout: 2s\ngroups:\n  - name: helpdesk\n    accounts:\n{accounts}"),
+    )
+    .unwrap();
+    let config_flag = format!("--config.file={}", config.display());
+    let mut successes = 0;
+    for (name, _) in &servers {
+        for extra in [
+            vec![],
+            vec!["--json".to_string()],
+            vec!["--auth-mode=PASS".to_string()],
+        ] {
+            if name.starts_with("a4")
+                || name.starts_with("a5")
+                || name.starts_with("a6")
+                || name.starts_with("a7")
+            {
+                if extra.iter().any(|e| e.starts_with("--auth-mode")) {
+                    continue; // IMAP has no auth mode
+                }
+            }
+            let mut args = vec![
+                "probe".to_string(),
+                config_flag.clone(),
+                format!("--account={name}"),
+                "--log.level=trace".to_string(),
+            ];
+            args.extend(extra);
+            let (text, code) = tokio::task::spawn_blocking(move || run_cli(&args))
+                .await
+                .unwrap();
+            assert!(code == 0 || code == 1, "{name}: exit {code}: {text}");
+            if code == 0 {
+                successes += 1;
+            }
+            assert_clean(name, &text);
+        }
+    }
+    assert!(
+        successes > 0 && successes < 40,
+        "both outcomes were exercised: {successes}"
+    );
+}
