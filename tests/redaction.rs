@@ -192,14 +192,9 @@ async fn probe_command_output_and_logs_never_contain_the_password() {
             vec!["--json".to_string()],
             vec!["--auth-mode=PASS".to_string()],
         ] {
-            if name.starts_with("a4")
-                || name.starts_with("a5")
-                || name.starts_with("a6")
-                || name.starts_with("a7")
-            {
-                if extra.iter().any(|e| e.starts_with("--auth-mode")) {
-                    continue; // IMAP has no auth mode
-                }
+            let imap = ["a4", "a5", "a6", "a7"].iter().any(|p| name.starts_with(p));
+            if imap && !extra.is_empty() && extra[0].starts_with("--auth-mode") {
+                continue; // IMAP has no auth mode
             }
             let mut args = vec![
                 "probe".to_string(),
