@@ -290,6 +290,15 @@ impl Dovecot {
 impl Drop for Dovecot {
     fn drop(&mut self) {
         stop(&mut self.child, &self.instance_name);
+        // The log explains most failures ("auth failed", "Permission denied") and is deleted
+        // with the directory; the test harness shows a failing test's output.
+        if thread::panicking() {
+            eprintln!(
+                "--- dovecot ({}) log ---\n{}",
+                self.flavor.tag(),
+                self.log()
+            );
+        }
     }
 }
 
@@ -369,7 +378,11 @@ impl Layout {
             imap,
             imaps,
         } = ports;
-        let (mail_uid, users) = process_identity();
+        let Identity {
+            uid,
+            gid,
+            settings: users,
+        } = process_identity();
         format!(
             r#"# Written by the integration tests; includes nothing from the system configuration.
 instance_name = {instance}
@@ -386,9 +399,10 @@ ssl_cert = <{cert}
 ssl_key = <{key}
 disable_plaintext_auth = {plaintext_disabled}
 auth_mechanisms = {mechanisms}
-# Tests only: a rejected login is answered at once instead of after 2 s.
+# Tests only: a rejected login is answered on the next tick of Dovecot's 500 ms failure
+# timer instead of after 2 s.
 auth_failure_delay = 0
-first_valid_uid = {mail_uid}
+first_valid_uid = {uid}
 mail_location = maildir:{dir}/mail/%u
 passdb {{
   driver = passwd-file
@@ -396,17 +410,20 @@ passdb {{
 }}
 userdb {{
   driver = static
-  args = uid={mail_uid} gid={mail_uid} home={dir}/mail/%u
+  args = uid={uid} gid={gid} home={dir}/mail/%u
 }}
 # Tests only: without its socket the auth process cannot reach anvil and skips the per-IP
 # penalty (2, 4, 8, 15 s delays after failures), which would make tests that fail on purpose
 # slow and order-dependent.
+# No chroot: only root may chroot, and a non-root developer runs these tests too.
 service anvil {{
+  chroot =
   unix_listener anvil-auth-penalty {{
     mode = 0
   }}
 }}
 service pop3-login {{
+  chroot =
   inet_listener pop3 {{
     port = {pop3}
   }}
@@ -416,6 +433,7 @@ service pop3-login {{
   }}
 }}
 service imap-login {{
+  chroot =
   inet_listener imap {{
     port = {imap}
   }}
@@ -444,26 +462,43 @@ fn instance_name(flavor: Flavor) -> String {
     )
 }
 
-/// The uid mail processes run as, and the settings naming the unprivileged users.
-/// As root: the packaged `dovecot`/`dovenull` users and [`MAIL_UID`]. Otherwise Dovecot can
-/// only run everything as the current user.
-fn process_identity() -> (u32, String) {
-    let uid = fs::metadata("/proc/self").map_or(0, |m| m.uid());
-    if uid == 0 {
-        return (MAIL_UID, String::new());
+/// Who Dovecot's processes run as.
+struct Identity {
+    uid: u32,
+    gid: u32,
+    /// Settings naming the unprivileged users and group.
+    settings: String,
+}
+
+/// As root: the packaged `dovecot`/`dovenull` users, and [`MAIL_UID`] for mail. Otherwise
+/// Dovecot can only run everything as the current user and group.
+fn process_identity() -> Identity {
+    let me = fs::metadata("/proc/self").expect("/proc/self");
+    if me.uid() == 0 {
+        return Identity {
+            uid: MAIL_UID,
+            gid: MAIL_UID,
+            settings: String::new(),
+        };
     }
-    let name = Command::new("id")
-        .arg("-un")
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .filter(|n| !n.is_empty())
-        .or_else(|| std::env::var("USER").ok())
-        .expect("cannot tell the current user's name");
-    (
-        uid,
-        format!("default_login_user = {name}\ndefault_internal_user = {name}"),
-    )
+    let id = |flag: &str| {
+        Command::new("id")
+            .arg(flag)
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| panic!("`id {flag}` failed"))
+    };
+    let (user, group) = (id("-un"), id("-gn"));
+    Identity {
+        uid: me.uid(),
+        gid: me.gid(),
+        settings: format!(
+            "default_login_user = {user}\ndefault_internal_user = {user}\n\
+             default_internal_group = {group}"
+        ),
+    }
 }
 
 /// A CA, and a server certificate it signed for every name a test connects to.
