@@ -242,3 +242,114 @@ fn probe_refuses_before_logging_in() {
     assert!(stderr(&out).contains("unknown auth mode \"BETS\""));
     assert!(!stderr(&out).contains(SECRET));
 }
+
+/// A config with one account per simulated server, all with the same password file.
+fn sim_config(dir: &Path, servers: &[(&str, &mailbox_exporter::sim::SimServer, &str)]) -> String {
+    std::fs::write(dir.join("secret.txt"), format!("{SECRET}\n")).unwrap();
+    let mut accounts = String::new();
+    for (name, sim, tls) in servers {
+        accounts.push_str(&format!(
+            "      - {{ name: {name}, protocol: {}, tls: {tls}, server: \"127.0.0.1:{}\", \
+             username: agent, password_file: secret.txt }}\n",
+            sim.spec().protocol,
+            sim.port()
+        ));
+    }
+    write(
+        dir,
+        "sim.yaml",
+        &format!("timeout: 5s\ngroups:\n  - name: helpdesk\n    accounts:\n{accounts}"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_explains_the_trap_rung_by_rung_and_names_the_mode_to_pin() {
+    use mailbox_exporter::sim::{Behavior, SimServer, SimSpec};
+    use mailbox_exporter::verdict::{Protocol, TlsMode};
+    let trap = SimServer::start(
+        SimSpec::new(Protocol::Pop3, TlsMode::None, Behavior::UnverifiableDigests)
+            .user("agent", SECRET),
+    )
+    .await
+    .unwrap();
+    let wrong = SimServer::start(
+        SimSpec::new(Protocol::Pop3, TlsMode::None, Behavior::Healthy).user("agent", "other"),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = sim_config(
+        dir.path(),
+        &[("trap", &trap, "none"), ("wrong", &wrong, "none")],
+    );
+    let blocking = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run(&args)
+        })
+    };
+
+    let out = blocking(vec![
+        "probe".into(),
+        config.clone(),
+        "--account=trap".into(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    for expected in [
+        "C: APOP agent ***",
+        "C: PASS ***",
+        "  APOP: rejected",
+        "  CRAM-MD5: rejected",
+        "  PASS: success",
+        "result: success with PASS (after a fallback)",
+        "pin auth_mode: PASS",
+        "unencrypted",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    assert!(!text.contains(SECRET));
+
+    // Stepping down to PASS as a test, without editing the config.
+    let out = blocking(vec![
+        "probe".into(),
+        config.clone(),
+        "--account=trap".into(),
+        "--auth-mode=PASS".into(),
+        "--json".into(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(json["success"], true);
+    assert_eq!(json["method"], "PASS");
+    assert_eq!(json["fallback"], false);
+    assert_eq!(
+        json["attempts"],
+        serde_json::json!([{"method": "PASS", "result": "success"}])
+    );
+
+    let out = blocking(vec![
+        "probe".into(),
+        config,
+        "--account=wrong".into(),
+        "--json".into(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(json["success"], false);
+    assert_eq!(json["reason"], "auth_rejected");
+    assert_eq!(json["method"], serde_json::Value::Null);
+    assert!(
+        json["advice"]
+            .as_str()
+            .unwrap()
+            .contains("username and password")
+    );
+    assert!(!stdout(&out).contains(SECRET));
+}
