@@ -9,6 +9,7 @@
 //! - [`tls`]: TLS connectors and certificate facts.
 //! - [`probe`]: the login ladders that turn a [`probe::Target`] into a [`verdict::Verdict`].
 //! - [`config`]: configuration, raw to validated.
+//! - [`cli`]: the command line and what its commands print.
 //! - [`sim`]: scripted POP3/IMAP servers for tests, the demo and benchmarks.
 #![forbid(unsafe_code)]
 
