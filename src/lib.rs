@@ -10,14 +10,18 @@
 //! - [`probe`]: the login ladders that turn a [`probe::Target`] into a [`verdict::Verdict`].
 //! - [`config`]: configuration, raw to validated.
 //! - [`cli`]: the command line and what its commands print.
+//! - [`schedule`]: the scheduler and worker pool.
+//! - [`metrics`]: per-account state and its Prometheus exposition.
 //! - [`sim`]: scripted POP3/IMAP servers for tests, the demo and benchmarks.
 #![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod config;
 pub mod conn;
+pub mod metrics;
 pub mod probe;
 pub mod proto;
+pub mod schedule;
 pub mod secret;
 pub mod sim;
 pub mod tls;
