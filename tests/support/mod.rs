@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod dovecot;
+pub mod http;
 
 use std::env;
 use std::path::{Path, PathBuf};
