@@ -10,6 +10,7 @@
 //! - [`probe`]: the login ladders that turn a [`probe::Target`] into a [`verdict::Verdict`].
 //! - [`config`]: configuration, raw to validated.
 //! - [`cli`]: the command line and what its commands print.
+//! - [`logfmt`]: the logfmt log line format.
 //! - [`schedule`]: the scheduler and worker pool.
 //! - [`metrics`]: per-account state and its Prometheus exposition.
 //! - [`sim`]: scripted POP3/IMAP servers for tests, the demo and benchmarks.
@@ -18,6 +19,7 @@
 pub mod cli;
 pub mod config;
 pub mod conn;
+pub mod logfmt;
 pub mod metrics;
 pub mod probe;
 pub mod proto;
