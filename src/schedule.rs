@@ -264,8 +264,9 @@ impl<L: Ledger, P: Prober> Scheduler<L, P> {
     /// the lag measures only whether the pool as a whole keeps up.
     ///
     /// Shutdown: no probe starts after `shutdown` fires (probes still waiting for a permit are
-    /// dropped). Probes in flight may finish, to log out politely, for up to the config
-    /// timeout plus [`SHUTDOWN_GRACE_MARGIN`]; then they are aborted and `run` returns.
+    /// dropped). Probes in flight may finish, to log out politely, for up to the longest
+    /// configured timeout plus [`SHUTDOWN_GRACE_MARGIN`]; then they are aborted and `run`
+    /// returns.
     pub async fn run(
         self,
         mut config: watch::Receiver<Arc<Config>>,
@@ -397,6 +398,7 @@ struct Pool<L, P> {
     global_limit: usize,
     servers: HashMap<String, Arc<Semaphore>>,
     server_limit: usize,
+    /// The longest probe timeout in the config: bounds the shutdown grace period.
     timeout: Duration,
     stop: watch::Receiver<bool>,
 }
@@ -440,7 +442,11 @@ impl<L: Ledger, P: Prober> Pool<L, P> {
 
     /// Makes the schedule follow `config` (see [`Scheduler::run`]).
     fn apply(&mut self, config: &Config, now: Instant) {
-        self.timeout = config.timeout;
+        // The longest any probe may run: accounts can carry their own timeout.
+        self.timeout = config
+            .accounts()
+            .map(|a| a.target.timeout)
+            .fold(config.timeout, Duration::max);
         let global_limit = config.concurrency.max(1);
         if global_limit != self.global_limit {
             self.global = Arc::new(Semaphore::new(global_limit));
@@ -1383,5 +1389,37 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         assert_eq!(run.stop().await, Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ten_thousand_accounts_keep_their_schedule() {
+        let interval = Duration::from_secs(300);
+        let probe = Duration::from_millis(200);
+        let names: Vec<Account> = (0..10_000)
+            .map(|i| {
+                account(
+                    &format!("mailbox-{i}"),
+                    &format!("mail{}.example.com", i % 500),
+                    interval,
+                )
+            })
+            .collect();
+        let run = Running::start(
+            config(names.clone(), 64, 4),
+            ScriptedProber::new(probe),
+            Plan::default(),
+        );
+        let until = interval * 3;
+        run.run_until(until).await;
+        let expected: usize = names
+            .iter()
+            .map(|a| {
+                let first = startup_offset(&a.name, interval);
+                expected_starts(&a.name, interval, first, probe, 1, until).len()
+            })
+            .sum();
+        assert_eq!(run.prober.calls().len(), expected);
+        assert_eq!(run.prober.observed.lock().unwrap().max_per_account, 1);
+        run.stop().await;
     }
 }
