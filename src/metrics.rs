@@ -460,33 +460,96 @@ fn escape_label_into(out: &mut String, value: &str) {
     }
 }
 
-/// Seconds since the epoch, millisecond precision; 0 for "never".
-struct Timestamp(Option<SystemTime>);
+/// A sample value, appended without going through `fmt` for the common integer case: a
+/// scrape writes hundreds of thousands of them.
+trait Sample {
+    fn write_to(&self, out: &mut String);
+}
 
-impl fmt::Display for Timestamp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let since = self
-            .0
-            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-            .unwrap_or_default();
-        match since.subsec_millis() {
-            0 => write!(f, "{}", since.as_secs()),
-            ms => write!(f, "{}.{:03}", since.as_secs(), ms),
+impl Sample for u64 {
+    fn write_to(&self, out: &mut String) {
+        let mut digits = [0u8; 20];
+        let mut n = *self;
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        for &d in &digits[i..] {
+            out.push(char::from(d));
         }
     }
 }
 
-fn bit(b: bool) -> u8 {
-    u8::from(b)
+impl Sample for bool {
+    fn write_to(&self, out: &mut String) {
+        out.push(if *self { '1' } else { '0' });
+    }
+}
+
+impl Sample for i64 {
+    fn write_to(&self, out: &mut String) {
+        if *self < 0 {
+            out.push('-');
+        }
+        self.unsigned_abs().write_to(out);
+    }
+}
+
+impl Sample for f64 {
+    fn write_to(&self, out: &mut String) {
+        if self.fract() == 0.0 && self.abs() < 1e15 {
+            // Whole values (every phase before the first probe, say) skip float formatting.
+            (*self as i64).write_to(out);
+        } else {
+            // `Display` for f64 never uses an exponent and prints the shortest exact form.
+            let _ = write!(out, "{self}");
+        }
+    }
+}
+
+/// Seconds since the epoch, millisecond precision; 0 for "never".
+struct Timestamp(Option<SystemTime>);
+
+impl Sample for Timestamp {
+    fn write_to(&self, out: &mut String) {
+        let since = self
+            .0
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .unwrap_or_default();
+        since.as_secs().write_to(out);
+        let ms = since.subsec_millis();
+        if ms != 0 {
+            let _ = write!(out, ".{ms:03}");
+        }
+    }
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) -> fmt::Result {
     writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}")
 }
 
+/// `name value`.
+fn unlabelled(out: &mut String, name: &str, value: impl Sample) {
+    out.push_str(name);
+    out.push(' ');
+    value.write_to(out);
+    out.push('\n');
+}
+
 /// `name{labels} value`.
-fn series(out: &mut String, name: &str, labels: &str, value: impl fmt::Display) -> fmt::Result {
-    writeln!(out, "{name}{{{labels}}} {value}")
+fn series(out: &mut String, name: &str, labels: &str, value: impl Sample) -> fmt::Result {
+    out.push_str(name);
+    out.push('{');
+    out.push_str(labels);
+    out.push_str("} ");
+    value.write_to(out);
+    out.push('\n');
+    Ok(())
 }
 
 /// `name{labels,key="value"} value`; `label` is a fixed enum string, never free text.
@@ -496,9 +559,19 @@ fn series1(
     labels: &str,
     key: &str,
     label: &str,
-    value: impl fmt::Display,
+    value: impl Sample,
 ) -> fmt::Result {
-    writeln!(out, "{name}{{{labels},{key}=\"{label}\"}} {value}")
+    out.push_str(name);
+    out.push('{');
+    out.push_str(labels);
+    out.push(',');
+    out.push_str(key);
+    out.push_str("=\"");
+    out.push_str(label);
+    out.push_str("\"} ");
+    value.write_to(out);
+    out.push('\n');
+    Ok(())
 }
 
 fn write_exposition(out: &mut String, inner: &Inner, in_flight: i64, lag: f64) -> fmt::Result {
@@ -512,7 +585,7 @@ fn write_exposition(out: &mut String, inner: &Inner, in_flight: i64, lag: f64) -
         "Whether the last probe logged in (1) or not (0).",
     )?;
     for e in accounts() {
-        series(out, name, &e.labels, bit(e.state.success()))?;
+        series(out, name, &e.labels, e.state.success())?;
     }
 
     let name = "mailbox_auth_method";
@@ -531,7 +604,7 @@ fn write_exposition(out: &mut String, inner: &Inner, in_flight: i64, lag: f64) -
                 &e.labels,
                 "method",
                 m.as_str(),
-                bit(current == Some(m)),
+                current == Some(m),
             )?;
         }
     }
@@ -546,14 +619,16 @@ fn write_exposition(out: &mut String, inner: &Inner, in_flight: i64, lag: f64) -
     for e in accounts() {
         for &m in e.account.target.protocol.methods() {
             for r in RESULTS {
-                writeln!(
-                    out,
-                    "{name}{{{},method=\"{}\",result=\"{}\"}} {}",
-                    e.labels,
-                    m.as_str(),
-                    r.as_str(),
-                    e.state.attempts(m, r)
-                )?;
+                out.push_str(name);
+                out.push('{');
+                out.push_str(&e.labels);
+                out.push_str(",method=\"");
+                out.push_str(m.as_str());
+                out.push_str("\",result=\"");
+                out.push_str(r.as_str());
+                out.push_str("\"} ");
+                e.state.attempts(m, r).write_to(out);
+                out.push('\n');
             }
         }
     }
@@ -593,7 +668,7 @@ fn write_exposition(out: &mut String, inner: &Inner, in_flight: i64, lag: f64) -
          rejected: pin the auth mode (POP3) or fix the server's mechanism list (IMAP).",
     )?;
     for e in accounts() {
-        series(out, name, &e.labels, bit(e.state.fallback()))?;
+        series(out, name, &e.labels, e.state.fallback())?;
     }
 
     let name = "mailbox_auth_cleartext";
@@ -604,7 +679,7 @@ fn write_exposition(out: &mut String, inner: &Inner, in_flight: i64, lag: f64) -
         "1 when the last probe sent the password unencrypted, whatever the outcome.",
     )?;
     for e in accounts() {
-        series(out, name, &e.labels, bit(e.state.cleartext()))?;
+        series(out, name, &e.labels, e.state.cleartext())?;
     }
 
     let name = "mailbox_probe_phase_seconds";
@@ -701,7 +776,7 @@ fn write_exposition(out: &mut String, inner: &Inner, in_flight: i64, lag: f64) -
         "1 while probing of this account is slowed down after repeated credential rejections.",
     )?;
     for e in accounts() {
-        series(out, name, &e.labels, bit(e.state.backoff()))?;
+        series(out, name, &e.labels, e.state.backoff())?;
     }
 
     let name = "mailbox_account_info";
@@ -730,7 +805,7 @@ fn write_exposition(out: &mut String, inner: &Inner, in_flight: i64, lag: f64) -
     let name = "mailbox_group_accounts";
     header(out, name, "gauge", "Accounts configured in the group.")?;
     for (g, (total, _)) in inner.groups.values().zip(&counts) {
-        series(out, name, &g.labels, total)?;
+        series(out, name, &g.labels, *total)?;
     }
 
     let name = "mailbox_group_accounts_authenticated";
@@ -741,7 +816,7 @@ fn write_exposition(out: &mut String, inner: &Inner, in_flight: i64, lag: f64) -
         "Accounts of the group whose last probe logged in.",
     )?;
     for (g, (_, authenticated)) in inner.groups.values().zip(&counts) {
-        series(out, name, &g.labels, authenticated)?;
+        series(out, name, &g.labels, *authenticated)?;
     }
 
     let name = "mailbox_exporter_build_info";
@@ -755,7 +830,7 @@ fn write_exposition(out: &mut String, inner: &Inner, in_flight: i64, lag: f64) -
         "gauge",
         "Whether the last configuration (re)load succeeded.",
     )?;
-    writeln!(out, "{name} {}", bit(inner.reload_ok))?;
+    unlabelled(out, name, inner.reload_ok);
 
     let name = "mailbox_exporter_config_last_reload_success_timestamp_seconds";
     header(
@@ -764,11 +839,11 @@ fn write_exposition(out: &mut String, inner: &Inner, in_flight: i64, lag: f64) -
         "gauge",
         "When the configuration was last loaded successfully, seconds since the epoch.",
     )?;
-    writeln!(out, "{name} {}", Timestamp(inner.reload_success))?;
+    unlabelled(out, name, Timestamp(inner.reload_success));
 
     let name = "mailbox_exporter_probes_in_flight";
     header(out, name, "gauge", "Probes running now.")?;
-    writeln!(out, "{name} {in_flight}")?;
+    unlabelled(out, name, in_flight);
 
     let name = "mailbox_exporter_schedule_lag_seconds";
     header(
@@ -778,7 +853,8 @@ fn write_exposition(out: &mut String, inner: &Inner, in_flight: i64, lag: f64) -
         "The largest delay of a probe start behind its schedule over the last minute; \
          growing values mean the pool cannot keep up.",
     )?;
-    writeln!(out, "{name} {lag}")
+    unlabelled(out, name, lag);
+    Ok(())
 }
 
 #[cfg(test)]
