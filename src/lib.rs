@@ -12,7 +12,9 @@
 //! - [`cli`]: the command line and what its commands print.
 //! - [`logfmt`]: the logfmt log line format.
 //! - [`schedule`]: the scheduler and worker pool.
-//! - [`metrics`]: per-account state and its Prometheus exposition.
+//! - [`state`]: one account's history and the pure rules that update it after a probe.
+//! - [`metrics`]: every account's state and its Prometheus exposition.
+//! - [`page`]: the HTML landing page and per-account pages.
 //! - [`sim`]: scripted POP3/IMAP servers for tests, the demo and benchmarks.
 #![forbid(unsafe_code)]
 
@@ -21,11 +23,13 @@ pub mod config;
 pub mod conn;
 pub mod logfmt;
 pub mod metrics;
+pub mod page;
 pub mod probe;
 pub mod proto;
 pub mod schedule;
 pub mod secret;
 pub mod sim;
+pub mod state;
 pub mod tls;
 pub mod transcript;
 pub mod verdict;

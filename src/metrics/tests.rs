@@ -1,0 +1,775 @@
+//! Tests of the metrics store: the exposition is parsed back and compared series by series.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::*;
+use crate::config::Group;
+use crate::probe::TlsSettings;
+use crate::secret::Password;
+use crate::state::tests::{at, failure, success, trap};
+use crate::verdict::AuthMode;
+
+fn account(group: &str, name: &str, protocol: Protocol) -> Account {
+    Account {
+        group: group.into(),
+        name: name.into(),
+        interval: Duration::from_secs(300),
+        target: Target {
+            protocol,
+            host: "mail.example.com".into(),
+            port: 995,
+            tls: TlsSettings {
+                mode: TlsMode::Implicit,
+                verify: true,
+                ca_file: None,
+            },
+            username: format!("{name}@example.com"),
+            password: Password::new("hunter2"),
+            auth_mode: AuthMode::Best,
+            timeout: Duration::from_secs(30),
+        },
+    }
+}
+
+fn config(accounts: Vec<Account>) -> Config {
+    let mut groups: Vec<Group> = Vec::new();
+    for a in accounts {
+        match groups.iter_mut().find(|g| g.name == a.group) {
+            Some(g) => g.accounts.push(a),
+            None => groups.push(Group {
+                name: a.group.clone(),
+                accounts: vec![a],
+            }),
+        }
+    }
+    Config {
+        interval: Duration::from_secs(300),
+        timeout: Duration::from_secs(30),
+        concurrency: 64,
+        per_server_concurrency: 4,
+        groups,
+    }
+}
+
+fn two_accounts() -> Vec<Account> {
+    vec![
+        account("support", "support-inbox", Protocol::Pop3),
+        account("sales", "sales-inbox", Protocol::Imap),
+    ]
+}
+
+/// The value of the series written exactly as `series` (name and labels).
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(series)?.strip_prefix(' ')?;
+        Some(rest.parse().expect("a numeric value"))
+    })
+}
+
+fn get(text: &str, series: &str) -> f64 {
+    value(text, series).unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+}
+
+fn acct(name: &str, extra: &str) -> String {
+    let group = if name.starts_with("sales") {
+        "sales"
+    } else {
+        "support"
+    };
+    if extra.is_empty() {
+        format!("{{group=\"{group}\",account=\"{name}\"}}")
+    } else {
+        format!("{{group=\"{group}\",account=\"{name}\",{extra}}}")
+    }
+}
+
+const PER_ACCOUNT: [&str; 13] = [
+    "mailbox_auth_success",
+    "mailbox_auth_method",
+    "mailbox_auth_attempts_total",
+    "mailbox_auth_failures_total",
+    "mailbox_auth_consecutive_failures",
+    "mailbox_auth_fallback",
+    "mailbox_auth_cleartext",
+    "mailbox_probe_phase_seconds",
+    "mailbox_last_success_timestamp_seconds",
+    "mailbox_last_probe_timestamp_seconds",
+    "mailbox_probe_backoff",
+    "mailbox_account_info",
+    // Only once a TLS handshake reported it: checked separately.
+    "mailbox_tls_cert_expiry_timestamp_seconds",
+];
+
+#[test]
+fn every_series_exists_at_zero_before_any_probe() {
+    let m = Metrics::new();
+    m.apply_config(&config(two_accounts()));
+    let text = m.render();
+
+    for family in &PER_ACCOUNT[..12] {
+        assert_eq!(
+            text.matches(&format!("# TYPE {family} ")).count(),
+            1,
+            "{family}"
+        );
+        for name in ["support-inbox", "sales-inbox"] {
+            let prefix = format!("{family}{{group=");
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with(&prefix) && l.contains(&format!("account=\"{name}\""))),
+                "{family} for {name}"
+            );
+        }
+    }
+    assert!(!text.contains("mailbox_tls_cert_expiry_timestamp_seconds{"));
+
+    let s = |extra: &str| acct("support-inbox", extra);
+    assert_eq!(get(&text, &format!("mailbox_auth_success{}", s(""))), 0.0);
+    for m in ["APOP", "CRAM-MD5", "PASS"] {
+        assert_eq!(
+            get(
+                &text,
+                &format!("mailbox_auth_method{}", s(&format!("method=\"{m}\"")))
+            ),
+            0.0
+        );
+        for r in ["success", "rejected", "error"] {
+            let labels = format!("method=\"{m}\",result=\"{r}\"");
+            assert_eq!(
+                get(&text, &format!("mailbox_auth_attempts_total{}", s(&labels))),
+                0.0
+            );
+        }
+    }
+    // Only the protocol's methods.
+    assert!(
+        value(
+            &text,
+            &format!("mailbox_auth_method{}", s("method=\"PLAIN\""))
+        )
+        .is_none()
+    );
+    let i = |extra: &str| acct("sales-inbox", extra);
+    for m in ["CRAM-MD5", "PLAIN", "LOGIN"] {
+        assert_eq!(
+            get(
+                &text,
+                &format!("mailbox_auth_method{}", i(&format!("method=\"{m}\"")))
+            ),
+            0.0
+        );
+    }
+    assert!(
+        value(
+            &text,
+            &format!("mailbox_auth_method{}", i("method=\"APOP\""))
+        )
+        .is_none()
+    );
+    for r in Reason::ALL {
+        let labels = format!("reason=\"{r}\"");
+        assert_eq!(
+            get(&text, &format!("mailbox_auth_failures_total{}", s(&labels))),
+            0.0
+        );
+    }
+    for p in Phase::ALL {
+        let labels = format!("phase=\"{p}\"");
+        assert_eq!(
+            get(&text, &format!("mailbox_probe_phase_seconds{}", s(&labels))),
+            0.0
+        );
+    }
+    for family in [
+        "mailbox_auth_consecutive_failures",
+        "mailbox_auth_fallback",
+        "mailbox_auth_cleartext",
+        "mailbox_last_success_timestamp_seconds",
+        "mailbox_last_probe_timestamp_seconds",
+        "mailbox_probe_backoff",
+    ] {
+        assert_eq!(get(&text, &format!("{family}{}", s(""))), 0.0, "{family}");
+    }
+    assert_eq!(
+        get(
+            &text,
+            &format!(
+                "mailbox_account_info{}",
+                s(
+                    "protocol=\"pop3\",server=\"mail.example.com:995\",tls=\"implicit\",\
+                   auth_mode=\"BEST\""
+                )
+            )
+        ),
+        1.0
+    );
+    assert_eq!(
+        get(
+            &text,
+            &format!(
+                "mailbox_account_info{}",
+                i(
+                    "protocol=\"imap\",server=\"mail.example.com:995\",tls=\"implicit\",\
+                   auth_mode=\"auto\""
+                )
+            )
+        ),
+        1.0
+    );
+    for g in ["support", "sales"] {
+        let l = format!("{{group=\"{g}\"}}");
+        assert_eq!(get(&text, &format!("mailbox_group_accounts{l}")), 1.0);
+        assert_eq!(
+            get(&text, &format!("mailbox_group_accounts_authenticated{l}")),
+            0.0
+        );
+        assert_eq!(
+            get(&text, &format!("mailbox_probe_duration_seconds_count{l}")),
+            0.0
+        );
+        assert_eq!(
+            get(
+                &text,
+                &format!("mailbox_probe_duration_seconds_bucket{{group=\"{g}\",le=\"+Inf\"}}")
+            ),
+            0.0
+        );
+    }
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        get(
+            &text,
+            &format!("mailbox_exporter_build_info{{version=\"{version}\"}}")
+        ),
+        1.0
+    );
+    assert_eq!(
+        get(&text, "mailbox_exporter_config_last_reload_successful"),
+        0.0
+    );
+    assert_eq!(get(&text, "mailbox_exporter_probes_in_flight"), 0.0);
+    assert_eq!(get(&text, "mailbox_exporter_schedule_lag_seconds"), 0.0);
+    // Groups and accounts in name order.
+    assert!(text.find("group=\"sales\"").unwrap() < text.find("group=\"support\"").unwrap());
+}
+
+#[test]
+fn families_come_in_a_fixed_order_with_one_help_and_type_each() {
+    let m = Metrics::new();
+    m.apply_config(&config(two_accounts()));
+    let text = m.render();
+    let types: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "mailbox_auth_success",
+            "mailbox_auth_method",
+            "mailbox_auth_attempts_total",
+            "mailbox_auth_failures_total",
+            "mailbox_auth_consecutive_failures",
+            "mailbox_auth_fallback",
+            "mailbox_auth_cleartext",
+            "mailbox_probe_phase_seconds",
+            "mailbox_probe_duration_seconds",
+            "mailbox_last_success_timestamp_seconds",
+            "mailbox_last_probe_timestamp_seconds",
+            "mailbox_tls_cert_expiry_timestamp_seconds",
+            "mailbox_probe_backoff",
+            "mailbox_account_info",
+            "mailbox_group_accounts",
+            "mailbox_group_accounts_authenticated",
+            "mailbox_exporter_build_info",
+            "mailbox_exporter_config_last_reload_successful",
+            "mailbox_exporter_config_last_reload_success_timestamp_seconds",
+            "mailbox_exporter_probes_in_flight",
+            "mailbox_exporter_schedule_lag_seconds",
+        ]
+    );
+    assert_eq!(text.matches("# HELP ").count(), types.len());
+}
+
+#[test]
+fn a_recorded_probe_changes_exactly_its_series() {
+    let m = Metrics::new();
+    let accounts = two_accounts();
+    m.apply_config(&config(accounts.clone()));
+    let mut v = trap();
+    v.cert_expiry = Some(1_800_000_000);
+    v.phases.connect = Duration::from_millis(12);
+    v.phases.total = Duration::from_millis(300);
+    v.advice = Some("APOP advertised but rejected; pin auth_mode: PASS".into());
+    let finished = at(1_700_000_000) + Duration::from_millis(250);
+    m.record(&accounts[0], v, finished);
+    let text = m.render();
+    let s = |extra: &str| acct("support-inbox", extra);
+    let g = |family: &str, extra: &str| get(&text, &format!("{family}{}", s(extra)));
+
+    assert_eq!(g("mailbox_auth_success", ""), 1.0);
+    assert_eq!(g("mailbox_auth_method", "method=\"PASS\""), 1.0);
+    assert_eq!(g("mailbox_auth_method", "method=\"APOP\""), 0.0);
+    assert_eq!(
+        g(
+            "mailbox_auth_attempts_total",
+            "method=\"APOP\",result=\"rejected\""
+        ),
+        1.0
+    );
+    assert_eq!(
+        g(
+            "mailbox_auth_attempts_total",
+            "method=\"PASS\",result=\"success\""
+        ),
+        1.0
+    );
+    assert_eq!(
+        g(
+            "mailbox_auth_attempts_total",
+            "method=\"PASS\",result=\"rejected\""
+        ),
+        0.0
+    );
+    assert_eq!(g("mailbox_auth_fallback", ""), 1.0);
+    assert_eq!(g("mailbox_probe_phase_seconds", "phase=\"connect\""), 0.012);
+    assert_eq!(g("mailbox_probe_phase_seconds", "phase=\"total\""), 0.3);
+    assert_eq!(
+        g("mailbox_last_probe_timestamp_seconds", ""),
+        1_700_000_000.25
+    );
+    assert!(text.contains(&format!(
+        "mailbox_last_probe_timestamp_seconds{} 1700000000.250\n",
+        s("")
+    )));
+    assert_eq!(
+        g("mailbox_last_success_timestamp_seconds", ""),
+        1_700_000_000.25
+    );
+    assert_eq!(
+        g("mailbox_tls_cert_expiry_timestamp_seconds", ""),
+        1_800_000_000.0
+    );
+    assert_eq!(
+        get(
+            &text,
+            "mailbox_group_accounts_authenticated{group=\"support\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        get(
+            &text,
+            "mailbox_group_accounts_authenticated{group=\"sales\"}"
+        ),
+        0.0
+    );
+    // The other account is untouched.
+    let i = |family: &str| get(&text, &format!("{family}{}", acct("sales-inbox", "")));
+    assert_eq!(i("mailbox_auth_success"), 0.0);
+    assert_eq!(i("mailbox_last_probe_timestamp_seconds"), 0.0);
+    // Free text never reaches the exposition.
+    assert!(!text.contains("pin auth_mode"));
+
+    // Three wrong passwords in a row: failing, counted, backing off, fallback gone.
+    for n in 1..=3 {
+        m.record(
+            &accounts[0],
+            failure(Reason::AuthRejected, vec![]),
+            at(1_700_000_000 + n),
+        );
+    }
+    let text = m.render();
+    let g = |family: &str, extra: &str| get(&text, &format!("{family}{}", s(extra)));
+    assert_eq!(g("mailbox_auth_success", ""), 0.0);
+    assert_eq!(
+        g("mailbox_auth_failures_total", "reason=\"auth_rejected\""),
+        3.0
+    );
+    assert_eq!(g("mailbox_auth_failures_total", "reason=\"timeout\""), 0.0);
+    assert_eq!(g("mailbox_auth_consecutive_failures", ""), 3.0);
+    assert_eq!(g("mailbox_probe_backoff", ""), 1.0);
+    assert_eq!(g("mailbox_auth_fallback", ""), 0.0);
+    // The last successful login's method stays shown.
+    assert_eq!(g("mailbox_auth_method", "method=\"PASS\""), 1.0);
+    assert_eq!(
+        g("mailbox_last_success_timestamp_seconds", ""),
+        1_700_000_000.25
+    );
+    assert_eq!(
+        g("mailbox_last_probe_timestamp_seconds", ""),
+        1_700_000_003.0
+    );
+    assert_eq!(m.plan("support-inbox").backoff_factor, 4);
+    assert_eq!(m.plan("support-inbox").preferred, None);
+    assert_eq!(m.plan("nobody"), Plan::default());
+}
+
+#[test]
+fn removed_accounts_and_empty_groups_vanish() {
+    let m = Metrics::new();
+    let accounts = two_accounts();
+    m.apply_config(&config(accounts.clone()));
+    m.record(&accounts[1], success(Method::Plain, false, vec![]), at(10));
+    m.apply_config(&config(vec![accounts[0].clone()]));
+    let text = m.render();
+    assert!(!text.contains("sales"), "{text}");
+    assert!(text.contains("account=\"support-inbox\""));
+    assert!(m.account("sales-inbox").is_none());
+    assert_eq!(m.accounts().len(), 1);
+    // A result for the removed account is dropped.
+    m.record(&accounts[1], success(Method::Plain, false, vec![]), at(20));
+    assert!(!m.render().contains("sales"));
+}
+
+#[test]
+fn a_changed_account_keeps_its_counters_but_forgets_its_method() {
+    let m = Metrics::new();
+    let mut accounts = two_accounts();
+    m.apply_config(&config(accounts.clone()));
+    m.record(&accounts[0], trap(), at(10));
+    m.record(&accounts[0], failure(Reason::AuthRejected, vec![]), at(11));
+    m.record(&accounts[0], failure(Reason::AuthRejected, vec![]), at(12));
+    m.record(&accounts[0], trap(), at(13));
+    assert_eq!(m.plan("support-inbox").preferred, Some(Method::Pass));
+
+    // Unchanged: everything kept.
+    m.apply_config(&config(accounts.clone()));
+    assert_eq!(m.plan("support-inbox").preferred, Some(Method::Pass));
+    assert!(m.account("support-inbox").unwrap().fallback);
+
+    accounts[0].target.auth_mode = AuthMode::Pass;
+    m.apply_config(&config(accounts.clone()));
+    assert_eq!(m.plan("support-inbox"), Plan::default());
+    let view = m.account("support-inbox").unwrap();
+    assert!(!view.fallback);
+    assert_eq!(view.auth_mode, "PASS");
+    let text = m.render();
+    let s = |extra: &str| acct("support-inbox", extra);
+    assert_eq!(
+        get(
+            &text,
+            &format!(
+                "mailbox_auth_attempts_total{}",
+                s("method=\"APOP\",result=\"rejected\"")
+            )
+        ),
+        2.0
+    );
+    assert_eq!(
+        get(
+            &text,
+            &format!(
+                "mailbox_auth_failures_total{}",
+                s("reason=\"auth_rejected\"")
+            )
+        ),
+        2.0
+    );
+    assert!(text.contains("auth_mode=\"PASS\""));
+    assert!(!text.contains("auth_mode=\"BEST\""));
+}
+
+#[test]
+fn a_result_from_before_a_reload_is_ignored() {
+    let m = Metrics::new();
+    let accounts = two_accounts();
+    m.apply_config(&config(accounts.clone()));
+    let mut changed = accounts[0].clone();
+    changed.target.host = "mail2.example.com".into();
+    m.apply_config(&config(vec![changed.clone(), accounts[1].clone()]));
+    // The probe ran with the old settings.
+    m.record(&accounts[0], trap(), at(10));
+    let view = m.account("support-inbox").unwrap();
+    assert!(!view.probed);
+    assert_eq!(view.server, "mail2.example.com:995");
+    m.record(&changed, trap(), at(11));
+    let view = m.account("support-inbox").unwrap();
+    assert!(view.probed && view.success);
+    assert_eq!(view.last_probe, Some(at(11)));
+}
+
+#[test]
+fn an_account_moved_to_another_group_follows_it() {
+    let m = Metrics::new();
+    let accounts = two_accounts();
+    m.apply_config(&config(accounts.clone()));
+    let mut moved = accounts[0].clone();
+    moved.group = "sales".into();
+    m.apply_config(&config(vec![moved, accounts[1].clone()]));
+    let text = m.render();
+    assert!(!text.contains("group=\"support\""));
+    assert_eq!(get(&text, "mailbox_group_accounts{group=\"sales\"}"), 2.0);
+    assert!(text.contains("mailbox_auth_success{group=\"sales\",account=\"support-inbox\"} 0"));
+}
+
+#[test]
+fn label_values_are_escaped() {
+    let m = Metrics::new();
+    m.apply_config(&config(vec![account(
+        "front \"desk\" \\ east\nwing",
+        "inbox",
+        Protocol::Pop3,
+    )]));
+    let text = m.render();
+    let labels = r#"group="front \"desk\" \\ east\nwing",account="inbox""#;
+    assert_eq!(
+        get(&text, &format!("mailbox_auth_success{{{labels}}}")),
+        0.0
+    );
+    assert_eq!(
+        get(
+            &text,
+            r#"mailbox_group_accounts{group="front \"desk\" \\ east\nwing"}"#
+        ),
+        1.0
+    );
+    // No raw newline from a label splits a line.
+    assert!(
+        text.lines()
+            .all(|l| l.starts_with('#') || l.starts_with("mailbox_"))
+    );
+}
+
+#[test]
+fn histogram_buckets_are_cumulative() {
+    let m = Metrics::new();
+    let accounts = vec![
+        account("support", "a", Protocol::Pop3),
+        account("support", "b", Protocol::Pop3),
+    ];
+    m.apply_config(&config(accounts.clone()));
+    for (i, ms) in [30u64, 50, 700, 3_000, 45_000, 90_000]
+        .into_iter()
+        .enumerate()
+    {
+        let mut v = success(Method::Pass, false, vec![]);
+        v.phases.total = Duration::from_millis(ms);
+        m.record(&accounts[i % 2], v, at(i as u64));
+    }
+    let text = m.render();
+    let bucket = |le: &str| {
+        get(
+            &text,
+            &format!("mailbox_probe_duration_seconds_bucket{{group=\"support\",le=\"{le}\"}}"),
+        )
+    };
+    let expected = [
+        ("0.05", 2.0),
+        ("0.1", 2.0),
+        ("0.25", 2.0),
+        ("0.5", 2.0),
+        ("1", 3.0),
+        ("2.5", 3.0),
+        ("5", 4.0),
+        ("10", 4.0),
+        ("30", 4.0),
+        ("60", 5.0),
+        ("+Inf", 6.0),
+    ];
+    for (le, want) in expected {
+        assert_eq!(bucket(le), want, "le={le}");
+    }
+    assert_eq!(
+        get(
+            &text,
+            "mailbox_probe_duration_seconds_count{group=\"support\"}"
+        ),
+        6.0
+    );
+    let sum = get(
+        &text,
+        "mailbox_probe_duration_seconds_sum{group=\"support\"}",
+    );
+    assert!((sum - 138.78).abs() < 1e-9, "{sum}");
+}
+
+#[test]
+fn exporter_wide_values() {
+    let m = Metrics::new();
+    m.apply_config(&config(two_accounts()));
+    m.probe_started();
+    m.probe_started();
+    m.probe_finished();
+    m.config_reload(true, at(1_700_000_000) + Duration::from_millis(5));
+    m.schedule_lag(Duration::from_millis(1500));
+    m.schedule_lag(Duration::from_millis(200));
+    let text = m.render();
+    assert_eq!(get(&text, "mailbox_exporter_probes_in_flight"), 1.0);
+    assert_eq!(
+        get(&text, "mailbox_exporter_config_last_reload_successful"),
+        1.0
+    );
+    assert!(text.contains(
+        "mailbox_exporter_config_last_reload_success_timestamp_seconds 1700000000.005\n"
+    ));
+    assert_eq!(get(&text, "mailbox_exporter_schedule_lag_seconds"), 1.5);
+    // A failed reload keeps the time of the last good one.
+    m.config_reload(false, at(1_800_000_000));
+    let text = m.render();
+    assert_eq!(
+        get(&text, "mailbox_exporter_config_last_reload_successful"),
+        0.0
+    );
+    assert_eq!(
+        get(
+            &text,
+            "mailbox_exporter_config_last_reload_success_timestamp_seconds"
+        ),
+        1_700_000_000.005
+    );
+    assert!(!m.last_reload_ok());
+}
+
+#[test]
+fn lag_window_keeps_the_largest_lag_of_the_last_minute() {
+    let mut w = LagWindow::new();
+    assert_eq!(w.max(0), 0.0);
+    w.report(5, 2.0);
+    w.report(5, 1.0);
+    w.report(30, 0.5);
+    assert_eq!(w.max(30), 2.0);
+    assert_eq!(w.max(64), 2.0);
+    assert_eq!(w.max(65), 0.5);
+    // Slot 5 is reused by second 65.
+    w.report(65, 0.25);
+    assert_eq!(w.max(65), 0.5);
+    assert_eq!(w.max(90), 0.25);
+    assert_eq!(w.max(200), 0.0);
+}
+
+#[test]
+fn views_carry_the_last_probe() {
+    let m = Metrics::new();
+    let accounts = two_accounts();
+    m.apply_config(&config(accounts.clone()));
+    let mut v = trap();
+    v.advice = Some("pin auth_mode: PASS".into());
+    v.transcript = vec!["C: PASS ***".into()];
+    m.record(&accounts[0], v, at(10));
+    let views = m.accounts();
+    assert_eq!(
+        views.iter().map(|v| v.account.as_str()).collect::<Vec<_>>(),
+        ["sales-inbox", "support-inbox"]
+    );
+    let view = m.account("support-inbox").unwrap();
+    assert_eq!(view.group, "support");
+    assert_eq!(view.protocol, Protocol::Pop3);
+    assert_eq!(view.method, Some(Method::Pass));
+    assert_eq!(view.advice.as_deref(), Some("pin auth_mode: PASS"));
+    assert_eq!(view.transcript, ["C: PASS ***"]);
+    assert_eq!(view.attempts.len(), 2);
+    assert!(view.fallback && view.success && view.probed);
+    let idle = m.account("sales-inbox").unwrap();
+    assert!(!idle.probed);
+    assert_eq!(idle.auth_mode, "auto");
+    assert_eq!(idle.last_probe, None);
+}
+
+const PROMTOOL_SKIP: &str = "SKIPPED (real peer missing): rendered_text_passes_promtool needs \
+     promtool (apt-get install prometheus); run scripts/test to run it";
+
+fn promtool() -> Option<PathBuf> {
+    let in_path = std::env::var_os("PATH").into_iter().flat_map(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("promtool"))
+            .collect::<Vec<_>>()
+    });
+    in_path
+        .chain([PathBuf::from("/usr/bin/promtool")])
+        .find(|p| p.is_file())
+}
+
+#[test]
+fn rendered_text_passes_promtool() {
+    let Some(promtool) = promtool() else {
+        if std::env::var("MAILBOX_EXPORTER_REQUIRE_PEERS").is_ok_and(|v| v == "1") {
+            panic!("{PROMTOOL_SKIP}");
+        }
+        eprintln!("{PROMTOOL_SKIP}");
+        return;
+    };
+    let m = Metrics::new();
+    let mut accounts = two_accounts();
+    accounts.push(account("odd \"group\" \\", "odd\ninbox", Protocol::Pop3));
+    m.apply_config(&config(accounts.clone()));
+    let mut v = trap();
+    v.cert_expiry = Some(1_800_000_000);
+    m.record(
+        &accounts[0],
+        v,
+        at(1_700_000_000) + Duration::from_millis(7),
+    );
+    m.record(
+        &accounts[1],
+        failure(Reason::Timeout, vec![]),
+        at(1_700_000_001),
+    );
+    m.config_reload(true, at(1_700_000_000));
+    m.schedule_lag(Duration::from_millis(30));
+    let text = m.render();
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("metrics.txt");
+    std::fs::write(&path, &text).unwrap();
+    let output = check_metrics(&promtool, &path);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.trim().is_empty() && stderr.trim().is_empty(),
+        "promtool check metrics: {}\nstdout: {stdout}\nstderr: {stderr}\ninput:\n{text}",
+        output.status
+    );
+}
+
+fn check_metrics(promtool: &Path, input: &Path) -> std::process::Output {
+    Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(input).unwrap())
+        .output()
+        .expect("promtool runs")
+}
+
+/// A rough timing of a scrape with 10,000 accounts:
+/// `cargo test --release --lib render_10k -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn render_10k_accounts_timing() {
+    let m = Metrics::new();
+    let accounts: Vec<Account> = (0..10_000)
+        .map(|i| {
+            let protocol = if i % 2 == 0 {
+                Protocol::Pop3
+            } else {
+                Protocol::Imap
+            };
+            account(
+                &format!("group-{}", i % 50),
+                &format!("inbox-{i:05}"),
+                protocol,
+            )
+        })
+        .collect();
+    m.apply_config(&config(accounts.clone()));
+    for (i, a) in accounts.iter().enumerate() {
+        let mut v = trap();
+        v.cert_expiry = Some(1_800_000_000);
+        m.record(a, v, at(1_700_000_000 + i as u64));
+    }
+    let first = Instant::now();
+    let text = m.render();
+    let first = first.elapsed();
+    let runs = 20;
+    let started = Instant::now();
+    for _ in 0..runs {
+        std::hint::black_box(m.render());
+    }
+    let each = started.elapsed() / runs;
+    let series = text.lines().filter(|l| !l.starts_with('#')).count();
+    eprintln!(
+        "render: 10,000 accounts, {series} series, {} bytes: first {first:?}, then {each:?} each",
+        text.len()
+    );
+}

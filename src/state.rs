@@ -1,0 +1,564 @@
+//! One account's history and the pure rules that turn a probe's verdict into its next state:
+//! counters, the remembered method, fallback and backoff. No locks, no I/O, no clock.
+
+use std::fmt;
+use std::time::SystemTime;
+
+use crate::schedule::Plan;
+use crate::verdict::{AttemptResult, Method, Reason, Verdict};
+
+/// The interval is never multiplied by more than this, however long the rejections go on:
+/// with a 5 min interval a wrong password is still retried every 80 min.
+pub const MAX_BACKOFF_FACTOR: u32 = 16;
+
+const RESULTS: [AttemptResult; 3] = [
+    AttemptResult::Success,
+    AttemptResult::Rejected,
+    AttemptResult::Error,
+];
+
+/// What the last probe of an account found, and when it finished.
+#[derive(Debug, Clone)]
+pub struct LastProbe {
+    pub verdict: Verdict,
+    pub finished: SystemTime,
+}
+
+/// The history of one account.
+///
+/// Policies (product behaviour, visible in the metrics):
+/// - **Remembered method.** A successful login with method `m` makes `m` the method tried
+///   first next time. It counts as *reached by falling back* when the verdict says so, or when
+///   `m` is the method already remembered and that one was itself reached by falling back (the
+///   next probe tries it first and so no longer needs to fall back, but the server still
+///   advertises a method it cannot verify). A failure with reason `auth_rejected` forgets the
+///   method, so that the next probe walks the whole ladder; other failures (timeouts, a busy
+///   server, connection trouble) say nothing about the method and keep it.
+/// - **Fallback** (`mailbox_auth_fallback`) is 1 while the remembered method was reached by
+///   falling back, else 0; in particular 0 after an `auth_rejected` failure, where every rung
+///   failed and pinning a method would not help.
+/// - **Backoff.** Only `auth_rejected` counts towards it: `plaintext_disallowed` and
+///   `mechanism_unavailable` never send a credential, and a busy server or a timeout is not
+///   the user's fault. After `n` rejections in a row the interval is multiplied by
+///   `2^(n-1)` (1 for `n <= 1`), capped at [`MAX_BACKOFF_FACTOR`]; any other outcome ends
+///   the streak.
+/// - **Certificate expiry** is the one the last TLS handshake reported; probes that did not
+///   get that far keep the previous one.
+#[derive(Debug, Clone, Default)]
+pub struct AccountState {
+    /// `[method][result]`, indexed like [`Method::ALL`] and `RESULTS`. Every method is
+    /// counted; the exposition shows the account's protocol's.
+    attempts: [[u64; 3]; Method::ALL.len()],
+    /// Indexed like [`Reason::ALL`].
+    failures: [u64; Reason::ALL.len()],
+    consecutive_failures: u64,
+    consecutive_rejections: u32,
+    probes: u64,
+    last: Option<LastProbe>,
+    last_success: Option<SystemTime>,
+    last_success_method: Option<Method>,
+    cert_expiry: Option<i64>,
+    remembered: Option<Method>,
+    remembered_by_fallback: bool,
+}
+
+/// A state change worth one log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// The account stopped logging in (or its first probe failed).
+    StartedFailing { reason: Reason },
+    /// The account logs in again.
+    Recovered { method: Option<Method> },
+    /// The login still works, with another method.
+    MethodChanged { from: Method, to: Method },
+    /// The login still fails, for another reason.
+    ReasonChanged { from: Reason, to: Reason },
+    /// Probing slowed down after repeated rejections.
+    BackoffStarted { factor: u32 },
+    /// Probing is back to the configured interval.
+    BackoffEnded,
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Change::StartedFailing { reason } => write!(f, "login failing: {reason}"),
+            Change::Recovered { method: Some(m) } => write!(f, "login works again, with {m}"),
+            Change::Recovered { method: None } => f.write_str("login works again"),
+            Change::MethodChanged { from, to } => {
+                write!(f, "login method changed from {from} to {to}")
+            }
+            Change::ReasonChanged { from, to } => {
+                write!(f, "login still failing, now {to} (was {from})")
+            }
+            Change::BackoffStarted { factor } => write!(
+                f,
+                "credentials rejected repeatedly: probing slowed down, interval x{factor}"
+            ),
+            Change::BackoffEnded => f.write_str("probing back at the configured interval"),
+        }
+    }
+}
+
+fn method_index(m: Method) -> usize {
+    Method::ALL.iter().position(|&x| x == m).unwrap_or(0)
+}
+
+fn result_index(r: AttemptResult) -> usize {
+    RESULTS.iter().position(|&x| x == r).unwrap_or(0)
+}
+
+fn reason_index(r: Reason) -> usize {
+    Reason::ALL.iter().position(|&x| x == r).unwrap_or(0)
+}
+
+/// The backoff factor after `rejections` credential rejections in a row.
+pub fn backoff_factor(rejections: u32) -> u32 {
+    if rejections <= 1 {
+        1
+    } else {
+        // 2^(n-1) reaches the cap at n = 5; clamp first so the shift cannot overflow.
+        (1u32 << (rejections - 1).min(31)).min(MAX_BACKOFF_FACTOR)
+    }
+}
+
+impl AccountState {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Takes in a finished probe and returns what changed, for the log.
+    pub fn observe(&mut self, verdict: Verdict, finished: SystemTime) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let before_factor = self.backoff_factor();
+        match &self.last {
+            None if !verdict.success => changes.push(Change::StartedFailing {
+                reason: verdict.reason.unwrap_or(Reason::Protocol),
+            }),
+            None => {}
+            Some(prev) => changes.extend(outcome_change(&prev.verdict, &verdict)),
+        }
+
+        for attempt in &verdict.attempts {
+            self.attempts[method_index(attempt.method)][result_index(attempt.result)] += 1;
+        }
+        self.probes += 1;
+        if verdict.success {
+            self.consecutive_failures = 0;
+            self.consecutive_rejections = 0;
+            self.last_success = Some(finished);
+            if let Some(m) = verdict.method {
+                let still_fallback = self.remembered == Some(m) && self.remembered_by_fallback;
+                self.remembered_by_fallback = verdict.fallback || still_fallback;
+                self.remembered = Some(m);
+                self.last_success_method = Some(m);
+            }
+        } else {
+            let reason = verdict.reason.unwrap_or(Reason::Protocol);
+            self.failures[reason_index(reason)] += 1;
+            self.consecutive_failures += 1;
+            if reason == Reason::AuthRejected {
+                self.consecutive_rejections = self.consecutive_rejections.saturating_add(1);
+                self.remembered = None;
+                self.remembered_by_fallback = false;
+            } else {
+                self.consecutive_rejections = 0;
+            }
+        }
+        if verdict.cert_expiry.is_some() {
+            self.cert_expiry = verdict.cert_expiry;
+        }
+
+        let after_factor = self.backoff_factor();
+        if before_factor == 1 && after_factor > 1 {
+            changes.push(Change::BackoffStarted {
+                factor: after_factor,
+            });
+        } else if before_factor > 1 && after_factor == 1 {
+            changes.push(Change::BackoffEnded);
+        }
+        self.last = Some(LastProbe { verdict, finished });
+        changes
+    }
+
+    /// Forgets what no longer holds once an account's settings changed: the remembered
+    /// method, the backoff streak and the certificate (it belonged to the old settings).
+    /// Counters and the last probe stay: they are history.
+    pub fn reset_memory(&mut self) {
+        self.remembered = None;
+        self.remembered_by_fallback = false;
+        self.consecutive_rejections = 0;
+        self.cert_expiry = None;
+    }
+
+    /// What the next probe should do.
+    pub fn plan(&self) -> Plan {
+        Plan {
+            preferred: self.remembered,
+            backoff_factor: self.backoff_factor(),
+        }
+    }
+
+    /// See the backoff policy on [`AccountState`].
+    pub fn backoff_factor(&self) -> u32 {
+        backoff_factor(self.consecutive_rejections)
+    }
+
+    /// Probing is slowed down (`mailbox_probe_backoff`).
+    pub fn backoff(&self) -> bool {
+        self.backoff_factor() > 1
+    }
+
+    /// `mailbox_auth_fallback`: see the policy on [`AccountState`].
+    pub fn fallback(&self) -> bool {
+        self.remembered.is_some() && self.remembered_by_fallback
+    }
+
+    pub fn remembered(&self) -> Option<Method> {
+        self.remembered
+    }
+
+    pub fn attempts(&self, method: Method, result: AttemptResult) -> u64 {
+        self.attempts[method_index(method)][result_index(result)]
+    }
+
+    pub fn failures(&self, reason: Reason) -> u64 {
+        self.failures[reason_index(reason)]
+    }
+
+    pub fn consecutive_failures(&self) -> u64 {
+        self.consecutive_failures
+    }
+
+    pub fn consecutive_rejections(&self) -> u32 {
+        self.consecutive_rejections
+    }
+
+    /// How many probes were observed.
+    pub fn probes(&self) -> u64 {
+        self.probes
+    }
+
+    pub fn last(&self) -> Option<&LastProbe> {
+        self.last.as_ref()
+    }
+
+    /// The last probe logged in (false before the first probe).
+    pub fn success(&self) -> bool {
+        self.last.as_ref().is_some_and(|l| l.verdict.success)
+    }
+
+    /// The last probe sent the password unencrypted.
+    pub fn cleartext(&self) -> bool {
+        self.last.as_ref().is_some_and(|l| l.verdict.cleartext)
+    }
+
+    pub fn last_success(&self) -> Option<SystemTime> {
+        self.last_success
+    }
+
+    /// The method of the last successful login, however long ago.
+    pub fn last_success_method(&self) -> Option<Method> {
+        self.last_success_method
+    }
+
+    pub fn cert_expiry(&self) -> Option<i64> {
+        self.cert_expiry
+    }
+}
+
+/// The success/failure transition between two consecutive probes.
+fn outcome_change(prev: &Verdict, now: &Verdict) -> Option<Change> {
+    match (prev.success, now.success) {
+        (true, false) => Some(Change::StartedFailing {
+            reason: now.reason.unwrap_or(Reason::Protocol),
+        }),
+        (false, true) => Some(Change::Recovered { method: now.method }),
+        (true, true) => match (prev.method, now.method) {
+            (Some(from), Some(to)) if from != to => Some(Change::MethodChanged { from, to }),
+            _ => None,
+        },
+        (false, false) => match (prev.reason, now.reason) {
+            (Some(from), Some(to)) if from != to => Some(Change::ReasonChanged { from, to }),
+            _ => None,
+        },
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::verdict::{Attempt, Phases};
+    use std::time::Duration;
+
+    pub(crate) fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    fn attempt(method: Method, result: AttemptResult) -> Attempt {
+        Attempt { method, result }
+    }
+
+    pub(crate) fn success(method: Method, fallback: bool, attempts: Vec<Attempt>) -> Verdict {
+        Verdict {
+            success: true,
+            method: Some(method),
+            reason: None,
+            detail: None,
+            fallback,
+            cleartext: false,
+            attempts,
+            phases: Phases {
+                total: Duration::from_millis(300),
+                ..Phases::default()
+            },
+            cert_expiry: None,
+            advice: None,
+            transcript: Vec::new(),
+        }
+    }
+
+    pub(crate) fn failure(reason: Reason, attempts: Vec<Attempt>) -> Verdict {
+        Verdict {
+            success: false,
+            method: None,
+            reason: Some(reason),
+            detail: Some(format!("failed: {reason}")),
+            fallback: false,
+            cleartext: false,
+            attempts,
+            phases: Phases {
+                total: Duration::from_secs(2),
+                ..Phases::default()
+            },
+            cert_expiry: None,
+            advice: None,
+            transcript: Vec::new(),
+        }
+    }
+
+    /// BEST stepped past a rejected APOP and logged in with PASS.
+    pub(crate) fn trap() -> Verdict {
+        success(
+            Method::Pass,
+            true,
+            vec![
+                attempt(Method::Apop, AttemptResult::Rejected),
+                attempt(Method::Pass, AttemptResult::Success),
+            ],
+        )
+    }
+
+    fn pass_ok() -> Verdict {
+        success(
+            Method::Pass,
+            false,
+            vec![attempt(Method::Pass, AttemptResult::Success)],
+        )
+    }
+
+    fn rejected() -> Verdict {
+        failure(
+            Reason::AuthRejected,
+            vec![
+                attempt(Method::Apop, AttemptResult::Rejected),
+                attempt(Method::Pass, AttemptResult::Rejected),
+            ],
+        )
+    }
+
+    #[test]
+    fn fallback_is_remembered_until_the_credentials_are_rejected() {
+        let mut s = AccountState::new();
+        assert_eq!(s.plan(), Plan::default());
+        assert!(!s.fallback());
+
+        assert_eq!(s.observe(trap(), at(1)), vec![]);
+        assert_eq!(s.remembered(), Some(Method::Pass));
+        assert!(s.fallback());
+        assert_eq!(s.plan().preferred, Some(Method::Pass));
+
+        // PASS is tried first now, so no rung falls back: the server still has the trap.
+        assert_eq!(s.observe(pass_ok(), at(2)), vec![]);
+        assert!(s.fallback());
+        assert_eq!(s.remembered(), Some(Method::Pass));
+
+        // A timeout says nothing about the method.
+        let changes = s.observe(failure(Reason::Timeout, vec![]), at(3));
+        assert_eq!(
+            changes,
+            vec![Change::StartedFailing {
+                reason: Reason::Timeout
+            }]
+        );
+        assert!(s.fallback());
+        assert_eq!(s.plan().preferred, Some(Method::Pass));
+
+        // Every rung rejected: forget the method, pinning would not help.
+        s.observe(rejected(), at(4));
+        assert_eq!(s.remembered(), None);
+        assert!(!s.fallback());
+        assert_eq!(s.plan().preferred, None);
+
+        // A clean PASS login without any fallback is not the trap.
+        s.observe(pass_ok(), at(5));
+        assert_eq!(s.remembered(), Some(Method::Pass));
+        assert!(!s.fallback());
+    }
+
+    #[test]
+    fn a_different_method_without_fallback_clears_the_flag() {
+        let mut s = AccountState::new();
+        s.observe(trap(), at(1));
+        assert!(s.fallback());
+        let apop = success(
+            Method::Apop,
+            false,
+            vec![attempt(Method::Apop, AttemptResult::Success)],
+        );
+        assert_eq!(
+            s.observe(apop, at(2)),
+            vec![Change::MethodChanged {
+                from: Method::Pass,
+                to: Method::Apop
+            }]
+        );
+        assert!(!s.fallback());
+        assert_eq!(s.remembered(), Some(Method::Apop));
+    }
+
+    #[test]
+    fn backoff_factors() {
+        let expected = [1, 1, 2, 4, 8, 16, 16, 16];
+        for (n, want) in expected.iter().enumerate() {
+            assert_eq!(backoff_factor(n as u32), *want, "n = {n}");
+        }
+        assert_eq!(backoff_factor(u32::MAX), MAX_BACKOFF_FACTOR);
+
+        let mut s = AccountState::new();
+        for (n, want) in expected.iter().enumerate().skip(1) {
+            s.observe(rejected(), at(n as u64));
+            assert_eq!(s.consecutive_rejections(), n as u32);
+            assert_eq!(s.plan().backoff_factor, *want, "after {n} rejections");
+            assert_eq!(s.backoff(), *want > 1);
+        }
+        s.reset_memory();
+        assert_eq!(s.plan().backoff_factor, 1);
+        assert!(!s.backoff());
+        // Counters are history and survive.
+        assert_eq!(s.failures(Reason::AuthRejected), 7);
+        assert_eq!(s.attempts(Method::Apop, AttemptResult::Rejected), 7);
+        assert_eq!(s.consecutive_failures(), 7);
+    }
+
+    #[test]
+    fn only_rejections_count_towards_backoff() {
+        let mut s = AccountState::new();
+        s.observe(rejected(), at(1));
+        s.observe(rejected(), at(2));
+        assert_eq!(s.backoff_factor(), 2);
+        for reason in [
+            Reason::PlaintextDisallowed,
+            Reason::MechanismUnavailable,
+            Reason::ServerBusy,
+            Reason::Timeout,
+        ] {
+            s.observe(rejected(), at(3));
+            s.observe(rejected(), at(4));
+            assert!(s.backoff(), "{reason}");
+            s.observe(failure(reason, vec![]), at(5));
+            assert_eq!(s.backoff_factor(), 1, "{reason} ends the streak");
+            assert_eq!(s.consecutive_rejections(), 0);
+        }
+        assert_eq!(s.consecutive_failures(), 14);
+        s.observe(pass_ok(), at(6));
+        assert_eq!(s.consecutive_failures(), 0);
+    }
+
+    #[test]
+    fn change_sequence() {
+        let mut s = AccountState::new();
+        let mut log = Vec::new();
+        for (i, v) in [
+            rejected(),
+            rejected(),
+            rejected(),
+            failure(Reason::Timeout, vec![]),
+            trap(),
+            pass_ok(),
+            success(
+                Method::Apop,
+                false,
+                vec![attempt(Method::Apop, AttemptResult::Success)],
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            log.push(s.observe(v, at(i as u64)));
+        }
+        assert_eq!(
+            log,
+            vec![
+                vec![Change::StartedFailing {
+                    reason: Reason::AuthRejected
+                }],
+                vec![Change::BackoffStarted { factor: 2 }],
+                vec![],
+                vec![
+                    Change::ReasonChanged {
+                        from: Reason::AuthRejected,
+                        to: Reason::Timeout
+                    },
+                    Change::BackoffEnded
+                ],
+                vec![Change::Recovered {
+                    method: Some(Method::Pass)
+                }],
+                vec![],
+                vec![Change::MethodChanged {
+                    from: Method::Pass,
+                    to: Method::Apop
+                }],
+            ]
+        );
+        assert_eq!(
+            Change::BackoffStarted { factor: 4 }.to_string(),
+            "credentials rejected repeatedly: probing slowed down, interval x4"
+        );
+        assert_eq!(
+            Change::StartedFailing {
+                reason: Reason::AuthRejected
+            }
+            .to_string(),
+            "login failing: auth_rejected"
+        );
+    }
+
+    #[test]
+    fn facts_of_the_last_probe() {
+        let mut s = AccountState::new();
+        assert!(!s.success());
+        assert!(s.last().is_none());
+        let mut v = trap();
+        v.cert_expiry = Some(1_800_000_000);
+        v.cleartext = true;
+        s.observe(v, at(10));
+        assert!(s.success());
+        assert!(s.cleartext());
+        assert_eq!(s.last_success(), Some(at(10)));
+        assert_eq!(s.cert_expiry(), Some(1_800_000_000));
+        // A probe that never reached TLS keeps the last known certificate.
+        s.observe(failure(Reason::Connect, vec![]), at(20));
+        assert!(!s.success());
+        assert_eq!(s.cert_expiry(), Some(1_800_000_000));
+        assert_eq!(s.last_success(), Some(at(10)));
+        assert_eq!(s.last_success_method(), Some(Method::Pass));
+        assert_eq!(s.last().map(|l| l.finished), Some(at(20)));
+        assert_eq!(s.probes(), 2);
+        s.reset_memory();
+        assert_eq!(s.cert_expiry(), None);
+        assert_eq!(s.remembered(), None);
+        assert_eq!(s.attempts(Method::Pass, AttemptResult::Success), 1);
+    }
+}
