@@ -13,6 +13,9 @@
 //! - [`schedule`]: the scheduler and worker pool.
 //! - [`metrics`]: per-account state and its Prometheus exposition.
 //! - [`sim`]: scripted POP3/IMAP servers for tests, the demo and benchmarks.
+//! - [`web`]: the HTTP endpoints and the web config file (basic auth, TLS).
+//! - [`app`]: the exporter service: config, reloads, scheduler and web side together.
+//! - [`demo`]: the exporter against built-in simulated mail servers.
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -27,3 +30,4 @@ pub mod sim;
 pub mod tls;
 pub mod transcript;
 pub mod verdict;
+pub mod web;
