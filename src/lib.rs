@@ -12,16 +12,19 @@
 //! - [`cli`]: the command line and what its commands print.
 //! - [`schedule`]: the scheduler and worker pool.
 //! - [`metrics`]: per-account state and its Prometheus exposition.
+//! - [`page`]: the landing page and per-account pages.
 //! - [`sim`]: scripted POP3/IMAP servers for tests, the demo and benchmarks.
 //! - [`web`]: the HTTP endpoints and the web config file (basic auth, TLS).
 //! - [`app`]: the exporter service: config, reloads, scheduler and web side together.
 //! - [`demo`]: the exporter against built-in simulated mail servers.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod metrics;
+pub mod page;
 pub mod probe;
 pub mod proto;
 pub mod schedule;

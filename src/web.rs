@@ -583,4 +583,4 @@ fn percent_decode(s: &str) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

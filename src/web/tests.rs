@@ -73,21 +73,21 @@ async fn serve_fake(backend: Arc<Fake>, web: WebConfig) -> Served {
 }
 
 #[derive(Debug)]
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
 
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 }
@@ -110,7 +110,12 @@ async fn request_on<S: AsyncRead + AsyncWrite + Unpin>(
     parse_reply(&raw)
 }
 
-async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+pub(crate) async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
     request_on(
         TcpStream::connect(addr).await.unwrap(),
         method,
@@ -120,7 +125,7 @@ async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &
     .await
 }
 
-async fn get(addr: SocketAddr, path: &str) -> Reply {
+pub(crate) async fn get(addr: SocketAddr, path: &str) -> Reply {
     request(addr, "GET", path, &[]).await
 }
 
