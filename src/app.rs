@@ -93,15 +93,17 @@ pub async fn run(
 
 /// Starts the exporter with the real metrics and scheduler.
 pub async fn start(options: RunOptions) -> Result<Running, AppError> {
-    // Loaded before anything is built, so that a bad config is refused without side effects.
+    // Every input is checked before anything is built, so a bad one is refused without side
+    // effects.
     let config = load(&options.config_file, options.shard)?;
+    let web_config = load_web_config(options.web_config_file.as_deref()).await?;
     let metrics = Arc::new(Metrics::new());
     let scheduler = Scheduler::new(Arc::clone(&metrics), Arc::new(NetworkProber::new()));
     let exporter = Arc::new(Live {
         info: page_info(&options),
         metrics,
     });
-    start_with(options, config, exporter, scheduler).await
+    start_with(options, config, web_config, exporter, scheduler).await
 }
 
 /// Loads the config file and keeps this shard's accounts.
@@ -112,23 +114,29 @@ pub fn load(path: &Path, shard: Option<Shard>) -> Result<Config, AppError> {
     })
 }
 
-/// Starts the service over any exporter state and prober, with `config` as loaded by
-/// [`load`]: binds the web side, applies the config, starts probing, becomes ready.
+/// Loads the web config file; none means plain HTTP without auth.
+pub async fn load_web_config(path: Option<&Path>) -> Result<WebConfig, AppError> {
+    let Some(path) = path else {
+        return Ok(WebConfig::default());
+    };
+    let path = path.to_path_buf();
+    // Certificate files are read and a bcrypt hash is computed: blocking work.
+    let web = tokio::task::spawn_blocking(move || WebConfig::load(&path))
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+    Ok(web)
+}
+
+/// Starts the service over any exporter state and prober, with `config` and `web_config` as
+/// loaded by [`load`] and [`load_web_config`]: binds the web side, applies the config, starts
+/// probing, becomes ready.
 pub async fn start_with<E: Exporter, P: Probing>(
     options: RunOptions,
     config: Config,
+    web_config: WebConfig,
     exporter: Arc<E>,
     probing: P,
 ) -> Result<Running, AppError> {
-    let web_config = match &options.web_config_file {
-        Some(path) => {
-            let path = path.clone();
-            tokio::task::spawn_blocking(move || WebConfig::load(&path))
-                .await
-                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?
-        }
-        None => WebConfig::default(),
-    };
     // Bound before probing starts: an exporter that cannot serve should not log in anywhere.
     let listener = web::bind(&options.listen_address)
         .await
@@ -176,6 +184,7 @@ pub async fn start_with<E: Exporter, P: Probing>(
     ready.store(true, Ordering::SeqCst);
     Ok(Running {
         addr,
+        scheme,
         reloader,
         ready,
         shutdown: shutdown_tx,
@@ -188,6 +197,8 @@ pub async fn start_with<E: Exporter, P: Probing>(
 pub struct Running {
     /// Where the web side listens (the real port when started on port 0).
     pub addr: SocketAddr,
+    /// `http`, or `https` when the web config file sets up TLS.
+    pub scheme: &'static str,
     reloader: ReloadHandle,
     ready: Arc<AtomicBool>,
     shutdown: watch::Sender<bool>,
@@ -214,10 +225,8 @@ impl Running {
         let _ = self.shutdown.send(true);
         let (scheduler, web) = tokio::join!(self.scheduler, self.web);
         for (what, result) in [("scheduler", scheduler), ("web server", web)] {
-            if let Err(e) = result {
-                if e.is_panic() {
-                    tracing::error!("the {what} panicked");
-                }
+            if result.as_ref().is_err_and(|e| e.is_panic()) {
+                tracing::error!("the {what} panicked");
             }
         }
         tracing::info!("stopped");

@@ -22,6 +22,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod conn;
 pub mod metrics;
 pub mod page;

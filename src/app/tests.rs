@@ -127,6 +127,7 @@ async fn start_fixture(f: &Fixture) -> Running {
     start_with(
         f.options.clone(),
         config,
+        WebConfig::default(),
         Arc::clone(&f.exporter),
         f.probing.clone(),
     )
@@ -273,6 +274,7 @@ async fn a_busy_port_is_reported_before_probing_starts() {
     let e = start_with(
         f.options.clone(),
         config,
+        WebConfig::default(),
         Arc::clone(&f.exporter),
         f.probing.clone(),
     )
@@ -290,23 +292,14 @@ async fn a_busy_port_is_reported_before_probing_starts() {
 
 #[tokio::test]
 async fn a_bad_web_config_is_reported() {
-    let mut f = fixture(&config_text(&["a"]));
-    let web = f.path.with_file_name("web.yml");
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("web.yml");
     std::fs::write(&web, "basic_auth_users:\n  alice: not-a-hash\n").unwrap();
-    f.options.web_config_file = Some(web);
-    let config = load(&f.path, None).unwrap();
-    let e = start_with(
-        f.options.clone(),
-        config,
-        Arc::clone(&f.exporter),
-        f.probing.clone(),
-    )
-    .await
-    .err()
-    .expect("the web config is invalid");
+    let e = load_web_config(Some(&web)).await.unwrap_err();
     assert!(
         e.to_string().contains("\"alice\": not a bcrypt hash"),
         "{e}"
     );
     assert!(!e.to_string().contains("not-a-hash"), "{e}");
+    assert!(!load_web_config(None).await.unwrap().is_tls());
 }
