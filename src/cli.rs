@@ -10,14 +10,12 @@ use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
 use crate::config::{Account, Config, ConfigErrors};
+use crate::schedule::Shard;
 use crate::verdict::{Attempt, AuthMode, Method, Phase, Phases, Protocol, Reason, Verdict};
+use crate::web::ListenAddress;
 
 /// Where the exporter listens unless told otherwise (the port registered for it).
 pub const DEFAULT_LISTEN_ADDRESS: &str = ":9110";
-
-/// Printed by the modes that serve metrics, which this build does not include yet.
-pub const EXPORTER_UNAVAILABLE: &str =
-    "the exporter service is not available in this build; use probe or check-config";
 
 /// How the process ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,9 +55,18 @@ pub struct Cli {
     #[arg(long = "config.file", value_name = "FILE", global = true)]
     pub config_file: Option<PathBuf>,
 
-    /// Address to serve metrics on.
+    /// Address to serve metrics on: `:PORT` for every interface, or `HOST:PORT`.
     #[arg(long = "web.listen-address", value_name = "ADDRESS", default_value = DEFAULT_LISTEN_ADDRESS)]
-    pub web_listen_address: String,
+    pub web_listen_address: ListenAddress,
+
+    /// Basic auth and TLS for the web side, in the Prometheus exporter toolkit's format.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
+
+    /// Probe only this replica's share of the accounts, `i/n` (i from 0): run n replicas with
+    /// i = 0..n-1 and every account is probed by exactly one of them.
+    #[arg(long, value_name = "i/n", value_parser = parse_shard)]
+    pub shard: Option<Shard>,
 
     #[command(flatten)]
     pub log: LogArgs,
@@ -131,13 +138,21 @@ pub struct ProbeArgs {
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Address to serve metrics on.
+    /// Address to serve metrics on: `:PORT` for every interface, or `HOST:PORT`.
     #[arg(long = "web.listen-address", value_name = "ADDRESS", default_value = DEFAULT_LISTEN_ADDRESS)]
-    pub web_listen_address: String,
+    pub web_listen_address: ListenAddress,
+
+    /// Basic auth and TLS for the web side, in the Prometheus exporter toolkit's format.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
 }
 
 fn parse_auth_mode(s: &str) -> Result<AuthMode, String> {
     s.parse()
+}
+
+fn parse_shard(s: &str) -> Result<Shard, String> {
+    s.parse().map_err(|e: crate::schedule::ShardError| e.to_string())
 }
 
 impl Cli {
@@ -670,7 +685,10 @@ groups:
 
         let cli = Cli::try_parse_from(["mailbox_exporter"]).unwrap();
         assert!(cli.command.is_none());
-        assert_eq!(cli.web_listen_address, ":9110");
+        assert_eq!(cli.web_listen_address.to_string(), ":9110");
+        assert_eq!(cli.web_listen_address.host, None);
+        assert_eq!(cli.web_config_file, None);
+        assert_eq!(cli.shard, None);
         assert_eq!(cli.log.format, LogFormat::Logfmt);
         assert!(cli.require_config_file().is_err());
 
@@ -685,7 +703,19 @@ groups:
         let Some(Command::Demo(args)) = cli.command else {
             panic!("not demo")
         };
-        assert_eq!(args.web_listen_address, "127.0.0.1:9999");
+        assert_eq!(args.web_listen_address.to_string(), "127.0.0.1:9999");
+
+        let cli = Cli::try_parse_from([
+            "mailbox_exporter",
+            "--config.file=c.yaml",
+            "--web.listen-address=[::1]:9110",
+            "--web.config.file=web.yml",
+            "--shard=1/3",
+        ])
+        .unwrap();
+        assert_eq!(cli.web_listen_address.host.as_deref(), Some("::1"));
+        assert_eq!(cli.web_config_file.as_deref(), Some(Path::new("web.yml")));
+        assert_eq!(cli.shard, Some(Shard { index: 1, count: 3 }));
     }
 
     #[test]
@@ -700,6 +730,9 @@ groups:
             ],
             &["mailbox_exporter", "--log.level=loud"],
             &["mailbox_exporter", "--no-such-flag"],
+            &["mailbox_exporter", "--web.listen-address=bogus"],
+            &["mailbox_exporter", "demo", "--web.listen-address=9110"],
+            &["mailbox_exporter", "--shard=3/3"],
         ] {
             let e = Cli::try_parse_from(args).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{args:?}");

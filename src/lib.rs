@@ -16,10 +16,15 @@
 //! - [`metrics`]: every account's state and its Prometheus exposition.
 //! - [`page`]: the HTML landing page and per-account pages.
 //! - [`sim`]: scripted POP3/IMAP servers for tests, the demo and benchmarks.
+//! - [`web`]: the HTTP endpoints and the web config file (basic auth, TLS).
+//! - [`app`]: the exporter service: config, reloads, scheduler and web side together.
+//! - [`demo`]: the exporter against built-in simulated mail servers.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod conn;
 pub mod logfmt;
 pub mod metrics;
@@ -33,3 +38,4 @@ pub mod state;
 pub mod tls;
 pub mod transcript;
 pub mod verdict;
+pub mod web;

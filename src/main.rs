@@ -8,9 +8,13 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
 
-use mailbox_exporter::cli::{self, Cli, Command, Exit, LogArgs, LogFormat, ProbeArgs};
+use mailbox_exporter::app::{self, RunOptions};
+use mailbox_exporter::cli::{self, Cli, Command, DemoArgs, Exit, LogArgs, LogFormat, ProbeArgs};
 use mailbox_exporter::config::Config;
+use mailbox_exporter::demo::{self, DemoOptions};
 use mailbox_exporter::probe;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -26,13 +30,90 @@ fn main() -> ExitCode {
         Some(Command::CheckConfig) => {
             check_config(cli.require_config_file().unwrap_or_else(|e| e.exit()))
         }
-        // Flags are parsed (and so validated) already; serving comes in a later build.
-        None | Some(Command::Demo(_)) => {
-            eprintln!("{}", cli::EXPORTER_UNAVAILABLE);
-            Exit::Usage
+        None => {
+            let options = RunOptions {
+                config_file: cli
+                    .require_config_file()
+                    .unwrap_or_else(|e| e.exit())
+                    .to_path_buf(),
+                listen_address: cli.web_listen_address.clone(),
+                web_config_file: cli.web_config_file.clone(),
+                shard: cli.shard,
+            };
+            serve(options)
         }
+        Some(Command::Demo(args)) => run_demo(args),
     };
     exit.into()
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+fn termination() -> anyhow::Result<impl Future<Output = ()>> {
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}
+
+/// The exporter: runs until SIGTERM or SIGINT, reloading on SIGHUP.
+fn serve(options: RunOptions) -> Exit {
+    let result = runtime().and_then(|runtime| {
+        runtime.block_on(async {
+            let shutdown = termination()?;
+            let mut hangups = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+            // One pending reload is enough: it reads the file as it is when it runs.
+            let (reload_tx, reload_rx) = mpsc::channel(1);
+            tokio::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    let _ = reload_tx.try_send(());
+                }
+            });
+            Ok(app::run(options, shutdown, reload_rx).await)
+        })
+    });
+    match result {
+        Ok(Ok(())) => Exit::Ok,
+        Ok(Err(e)) => {
+            eprintln!("{e}");
+            Exit::Failed
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            Exit::Failed
+        }
+    }
+}
+
+fn run_demo(args: &DemoArgs) -> Exit {
+    let options = DemoOptions {
+        listen_address: args.web_listen_address.clone(),
+        web_config_file: args.web_config_file.clone(),
+    };
+    let result = runtime().and_then(|runtime| {
+        runtime.block_on(async { Ok(demo::run(options, termination()?).await) })
+    });
+    match result {
+        Ok(Ok(())) => Exit::Ok,
+        Ok(Err(e)) => {
+            eprintln!("{e}");
+            Exit::Failed
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            Exit::Failed
+        }
+    }
 }
 
 /// Logs go to stderr, so `probe --json` output stays machine-readable.

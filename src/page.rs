@@ -16,6 +16,8 @@ use crate::verdict::Phase;
 pub struct PageInfo<'a> {
     pub version: &'a str,
     pub config_file: Option<String>,
+    /// `i/n` when this replica probes one shard of the accounts.
+    pub shard: Option<String>,
     pub last_reload_ok: bool,
     /// The page's "now", for the age of the last probes.
     pub now: SystemTime,
@@ -158,6 +160,11 @@ pub fn landing(views: &[AccountView], info: &PageInfo<'_>) -> String {
             out.push_str("</code>");
         }
         None => out.push_str("built in"),
+    }
+    if let Some(shard) = &info.shard {
+        out.push_str(", shard <code>");
+        escape_into(&mut out, shard);
+        out.push_str("</code>");
     }
     if info.last_reload_ok {
         out.push_str(", last load succeeded.</p>\n");
@@ -446,6 +453,7 @@ mod tests {
         PageInfo {
             version: "0.1.0",
             config_file: Some("/etc/mailbox_exporter.yml".into()),
+            shard: None,
             last_reload_ok: true,
             now: at(1_700_000_090),
         }

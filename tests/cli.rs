@@ -200,19 +200,64 @@ fn bad_flags_are_usage_errors() {
 }
 
 #[test]
-fn exporter_modes_are_not_in_this_build() {
+fn exporter_refuses_a_bad_config_listing_every_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let flag = write(dir.path(), "bad.yaml", &bad_config());
+    let out = run(&[&flag, "--web.listen-address=127.0.0.1:0"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(!err.contains(SECRET), "{err}");
+    assert!(
+        err.contains("timeout: must be greater than zero\n"),
+        "{err}"
+    );
+    assert!(
+        err.contains("auth_mode: unknown auth mode \"BETS\""),
+        "{err}"
+    );
+    assert!(err.contains("bad.yaml rejected: 6 errors"), "{err}");
+    assert!(!err.contains("listening on"), "{err}");
+}
+
+#[test]
+fn exporter_refuses_a_bad_web_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret.txt"), SECRET).unwrap();
+    let flag = write(dir.path(), "good.yaml", &good_config());
+    let web = dir.path().join("web.yml");
+    std::fs::write(&web, "basic_auth_users:\n  alice: hunter2\n").unwrap();
+    let out = run(&[
+        &flag,
+        "--web.listen-address=127.0.0.1:0",
+        &format!("--web.config.file={}", web.display()),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("\"alice\": not a bcrypt hash"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[test]
+fn exporter_flags_are_checked() {
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--config.file"), "{}", stderr(&out));
     for args in [
-        &[][..],
-        &["--web.listen-address=127.0.0.1:0", "--log.level=debug"],
-        &["demo", "--web.listen-address=:9999"],
+        &["--config.file=c.yaml", "--web.listen-address=bogus"][..],
+        &["demo", "--web.listen-address=9110"],
+        &["--config.file=c.yaml", "--shard=2/2"],
     ] {
         let out = run(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
-        assert!(
-            stderr(&out).contains("the exporter service is not available in this build"),
-            "{args:?}"
-        );
+        let err = stderr(&out);
+        assert!(err.starts_with("error: invalid value"), "{args:?}: {err}");
     }
+    let out = run(&["--config.file=c.yaml", "--web.listen-address=bogus"]);
+    assert!(
+        stderr(&out).contains("\"bogus\" is not a listen address: expected [host]:port"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

@@ -1,0 +1,393 @@
+//! The exporter service: loads the config, applies it to the exporter's state, runs the
+//! scheduler and the web side, reloads on request and shuts down gracefully.
+//!
+//! The wiring is generic over [`Exporter`] (the state that scrapes and pages read) and
+//! [`Probing`] (what runs the probes), so the whole lifecycle is tested with fakes; [`start`]
+//! and [`run`] use the real [`Metrics`] and [`Scheduler`].
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
+
+use tokio::sync::{Mutex, mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, ConfigErrors};
+use crate::metrics::Metrics;
+use crate::page::{self, PageInfo};
+use crate::schedule::{self, NetworkProber, Scheduler, Shard};
+use crate::web::{self, ListenAddress, WebConfig, WebConfigError};
+
+/// What the service needs to start.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub config_file: PathBuf,
+    pub listen_address: ListenAddress,
+    /// Basic auth and TLS for the web side (`--web.config.file`).
+    pub web_config_file: Option<PathBuf>,
+    /// Probe only this replica's share of the accounts (`--shard=i/n`).
+    pub shard: Option<Shard>,
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The config is invalid; every problem is listed.
+    #[error("{}", crate::cli::config_errors_report(path, errors))]
+    Config { path: PathBuf, errors: ConfigErrors },
+    #[error(transparent)]
+    WebConfig(#[from] WebConfigError),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: ListenAddress,
+        source: io::Error,
+    },
+}
+
+/// The state the service applies configs to and the web side reads.
+pub trait Exporter: Send + Sync + 'static {
+    /// Makes the set of accounts match `config`; unchanged accounts keep their state.
+    fn apply_config(&self, config: &Config);
+    fn config_reload(&self, ok: bool, at: SystemTime);
+    fn metrics(&self) -> String;
+    fn landing_page(&self) -> String;
+    fn account_page(&self, name: &str) -> Option<String>;
+}
+
+/// What runs the probes: follows `config` until `shutdown` turns true, then returns once
+/// in-flight probes are done.
+pub trait Probing: Send + 'static {
+    fn run(
+        self,
+        config: watch::Receiver<Arc<Config>>,
+        shutdown: watch::Receiver<bool>,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+/// Runs the exporter until `shutdown` completes, reloading the config whenever `reloads`
+/// delivers (SIGHUP); `POST /-/reload` works as well.
+pub async fn run(
+    options: RunOptions,
+    shutdown: impl Future<Output = ()>,
+    mut reloads: mpsc::Receiver<()>,
+) -> Result<(), AppError> {
+    let running = start(options).await?;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(()) = reloads.recv() => {
+                // The outcome is logged and shown by the reload metrics.
+                let _ = running.reload().await;
+            }
+        }
+    }
+    running.shutdown().await;
+    Ok(())
+}
+
+/// Starts the exporter with the real metrics and scheduler.
+pub async fn start(options: RunOptions) -> Result<Running, AppError> {
+    // Every input is checked before anything is built, so a bad one is refused without side
+    // effects.
+    let config = load(&options.config_file, options.shard)?;
+    let web_config = load_web_config(options.web_config_file.as_deref()).await?;
+    let metrics = Arc::new(Metrics::new());
+    let scheduler = Scheduler::new(Arc::clone(&metrics), Arc::new(NetworkProber));
+    let exporter = Arc::new(Live {
+        config_file: options.config_file.display().to_string(),
+        shard: options.shard.map(|s| s.to_string()),
+        metrics,
+    });
+    start_with(options, config, web_config, exporter, scheduler).await
+}
+
+/// Loads the config file and keeps this shard's accounts.
+pub fn load(path: &Path, shard: Option<Shard>) -> Result<Config, AppError> {
+    load_config(path, shard).map_err(|errors| AppError::Config {
+        path: path.to_path_buf(),
+        errors,
+    })
+}
+
+/// Loads the web config file; none means plain HTTP without auth.
+pub async fn load_web_config(path: Option<&Path>) -> Result<WebConfig, AppError> {
+    let Some(path) = path else {
+        return Ok(WebConfig::default());
+    };
+    let path = path.to_path_buf();
+    // Certificate files are read and a bcrypt hash is computed: blocking work.
+    let web = tokio::task::spawn_blocking(move || WebConfig::load(&path))
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+    Ok(web)
+}
+
+/// Starts the service over any exporter state and prober, with `config` and `web_config` as
+/// loaded by [`load`] and [`load_web_config`]: binds the web side, applies the config, starts
+/// probing, becomes ready.
+pub async fn start_with<E: Exporter, P: Probing>(
+    options: RunOptions,
+    config: Config,
+    web_config: WebConfig,
+    exporter: Arc<E>,
+    probing: P,
+) -> Result<Running, AppError> {
+    // Bound before probing starts: an exporter that cannot serve should not log in anywhere.
+    let listener = web::bind(&options.listen_address)
+        .await
+        .map_err(|source| AppError::Listen {
+            address: options.listen_address.clone(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| AppError::Listen {
+        address: options.listen_address.clone(),
+        source,
+    })?;
+
+    exporter.apply_config(&config);
+    exporter.config_reload(true, SystemTime::now());
+    tracing::info!(
+        path = %options.config_file.display(),
+        groups = config.groups.len(),
+        accounts = config.account_count(),
+        "config loaded"
+    );
+
+    let (config_tx, config_rx) = watch::channel(Arc::new(config));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let scheduler = tokio::spawn(probing.run(config_rx, shutdown_rx.clone()));
+
+    let reloader = ReloadHandle(Arc::new(Reloader {
+        path: options.config_file.clone(),
+        shard: options.shard,
+        exporter: Arc::clone(&exporter),
+        config: config_tx,
+        serial: Mutex::new(()),
+    }));
+    let ready = Arc::new(AtomicBool::new(false));
+    let site = Arc::new(Site {
+        exporter,
+        reloader: reloader.clone(),
+        ready: Arc::clone(&ready),
+    });
+    let scheme = if web_config.is_tls() { "https" } else { "http" };
+    let mut web_shutdown = shutdown_rx;
+    let web = tokio::spawn(web::serve(listener, web_config, site, async move {
+        let _ = web_shutdown.wait_for(|stop| *stop).await;
+    }));
+    tracing::info!(address = %addr, "listening on {addr} ({scheme})");
+    ready.store(true, Ordering::SeqCst);
+    Ok(Running {
+        addr,
+        scheme,
+        reloader,
+        ready,
+        shutdown: shutdown_tx,
+        scheduler,
+        web,
+    })
+}
+
+/// A running exporter.
+pub struct Running {
+    /// Where the web side listens (the real port when started on port 0).
+    pub addr: SocketAddr,
+    /// `http`, or `https` when the web config file sets up TLS.
+    pub scheme: &'static str,
+    reloader: ReloadHandle,
+    ready: Arc<AtomicBool>,
+    shutdown: watch::Sender<bool>,
+    scheduler: JoinHandle<()>,
+    web: JoinHandle<()>,
+}
+
+impl Running {
+    /// Loads the config file again, as SIGHUP and `POST /-/reload` do.
+    pub async fn reload(&self) -> Result<usize, ConfigErrors> {
+        self.reloader.reload().await
+    }
+
+    /// A handle that reloads, for signal handlers.
+    pub fn reload_handle(&self) -> ReloadHandle {
+        self.reloader.clone()
+    }
+
+    /// Stops probing (waiting for in-flight probes) and the web side (draining in-flight
+    /// requests), then returns.
+    pub async fn shutdown(self) {
+        tracing::info!("shutting down");
+        self.ready.store(false, Ordering::SeqCst);
+        let _ = self.shutdown.send(true);
+        let (scheduler, web) = tokio::join!(self.scheduler, self.web);
+        for (what, result) in [("scheduler", scheduler), ("web server", web)] {
+            if result.as_ref().is_err_and(|e| e.is_panic()) {
+                tracing::error!("the {what} panicked");
+            }
+        }
+        tracing::info!("stopped");
+    }
+}
+
+/// Reloads the config; clones share one lock, so reloads never interleave.
+#[derive(Clone)]
+pub struct ReloadHandle(Arc<dyn Reload>);
+
+impl ReloadHandle {
+    /// `Ok` with the number of accounts now configured, or every error (the previous config
+    /// stays in force).
+    pub async fn reload(&self) -> Result<usize, ConfigErrors> {
+        self.0.reload().await
+    }
+}
+
+type ReloadFuture<'a> = Pin<Box<dyn Future<Output = Result<usize, ConfigErrors>> + Send + 'a>>;
+
+trait Reload: Send + Sync + 'static {
+    fn reload(&self) -> ReloadFuture<'_>;
+}
+
+struct Reloader<E> {
+    path: PathBuf,
+    shard: Option<Shard>,
+    exporter: Arc<E>,
+    config: watch::Sender<Arc<Config>>,
+    serial: Mutex<()>,
+}
+
+impl<E: Exporter> Reload for Reloader<E> {
+    fn reload(&self) -> ReloadFuture<'_> {
+        Box::pin(async move {
+            let _serial = self.serial.lock().await;
+            let (path, shard) = (self.path.clone(), self.shard);
+            // Reading password files is blocking I/O.
+            let loaded = tokio::task::spawn_blocking(move || load_config(&path, shard))
+                .await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            let now = SystemTime::now();
+            match loaded {
+                Ok(config) => {
+                    let accounts = config.account_count();
+                    self.exporter.apply_config(&config);
+                    self.config.send_replace(Arc::new(config));
+                    self.exporter.config_reload(true, now);
+                    tracing::info!(
+                        path = %self.path.display(),
+                        accounts,
+                        "config reloaded: {accounts} accounts"
+                    );
+                    Ok(accounts)
+                }
+                Err(errors) => {
+                    for e in errors.errors() {
+                        tracing::error!(path = %self.path.display(), "config error: {e}");
+                    }
+                    tracing::error!(
+                        path = %self.path.display(),
+                        errors = errors.len(),
+                        "config reload failed; the previous config stays in force"
+                    );
+                    self.exporter.config_reload(false, now);
+                    Err(errors)
+                }
+            }
+        })
+    }
+}
+
+fn load_config(path: &Path, shard: Option<Shard>) -> Result<Config, ConfigErrors> {
+    let mut config = Config::load(path)?;
+    if let Some(shard) = shard {
+        for group in &mut config.groups {
+            group.accounts.retain(|a| schedule::owns(&a.name, shard));
+        }
+    }
+    Ok(config)
+}
+
+/// The web side's view of the service.
+struct Site<E> {
+    exporter: Arc<E>,
+    reloader: ReloadHandle,
+    ready: Arc<AtomicBool>,
+}
+
+impl<E: Exporter> web::Backend for Site<E> {
+    fn metrics(&self) -> String {
+        self.exporter.metrics()
+    }
+
+    fn landing_page(&self) -> String {
+        self.exporter.landing_page()
+    }
+
+    fn account_page(&self, name: &str) -> Option<String> {
+        self.exporter.account_page(name)
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    async fn reload(&self) -> Result<String, ConfigErrors> {
+        let accounts = self.reloader.reload().await?;
+        Ok(format!("config reloaded: {accounts} accounts"))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real parts.
+
+/// The exporter's metrics, with the pages rendered from them.
+struct Live {
+    metrics: Arc<Metrics>,
+    config_file: String,
+    shard: Option<String>,
+}
+
+impl Exporter for Live {
+    fn apply_config(&self, config: &Config) {
+        self.metrics.apply_config(config);
+    }
+
+    fn config_reload(&self, ok: bool, at: SystemTime) {
+        self.metrics.config_reload(ok, at);
+    }
+
+    fn metrics(&self) -> String {
+        self.metrics.render()
+    }
+
+    fn landing_page(&self) -> String {
+        let info = PageInfo {
+            version: env!("CARGO_PKG_VERSION"),
+            config_file: Some(self.config_file.clone()),
+            shard: self.shard.clone(),
+            last_reload_ok: self.metrics.last_reload_ok(),
+            now: SystemTime::now(),
+        };
+        page::landing(&self.metrics.accounts(), &info)
+    }
+
+    fn account_page(&self, name: &str) -> Option<String> {
+        self.metrics.account(name).map(|a| page::account_page(&a))
+    }
+}
+
+impl Probing for Scheduler<Metrics, NetworkProber> {
+    fn run(
+        self,
+        config: watch::Receiver<Arc<Config>>,
+        shutdown: watch::Receiver<bool>,
+    ) -> impl Future<Output = ()> + Send {
+        Scheduler::run(self, config, shutdown)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,305 @@
+//! The service lifecycle with a fake exporter state and a fake prober: start, readiness,
+//! reloads (good, bad, concurrent), shutdown.
+
+use std::sync::Mutex as StdMutex;
+use std::time::Duration;
+
+use super::*;
+use crate::web::tests::{get, request};
+
+#[derive(Default)]
+struct FakeExporter {
+    /// Account names of every applied config.
+    applied: StdMutex<Vec<Vec<String>>>,
+    /// Every `config_reload(ok, _)`.
+    reloads: StdMutex<Vec<bool>>,
+    applying: AtomicBool,
+    overlapped: AtomicBool,
+}
+
+impl FakeExporter {
+    fn current(&self) -> Vec<String> {
+        self.applied
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+impl Exporter for FakeExporter {
+    fn apply_config(&self, config: &Config) {
+        if self.applying.swap(true, Ordering::SeqCst) {
+            self.overlapped.store(true, Ordering::SeqCst);
+        }
+        // Long enough for a concurrent reload to overlap if nothing serialized them.
+        std::thread::sleep(Duration::from_millis(10));
+        let names = config.accounts().map(|a| a.name.clone()).collect();
+        self.applied.lock().unwrap().push(names);
+        self.applying.store(false, Ordering::SeqCst);
+    }
+
+    fn config_reload(&self, ok: bool, _at: SystemTime) {
+        self.reloads.lock().unwrap().push(ok);
+    }
+
+    fn metrics(&self) -> String {
+        format!("fake_accounts {}\n", self.current().len())
+    }
+
+    fn landing_page(&self) -> String {
+        format!("<p>{}</p>", self.current().join(" "))
+    }
+
+    fn account_page(&self, name: &str) -> Option<String> {
+        self.current()
+            .contains(&name.to_string())
+            .then(|| format!("<p>{name}</p>"))
+    }
+}
+
+/// Records the account count of every config it is handed, and when it stopped.
+#[derive(Clone, Default)]
+struct FakeProbing {
+    seen: Arc<StdMutex<Vec<usize>>>,
+    stopped: Arc<AtomicBool>,
+}
+
+impl Probing for FakeProbing {
+    async fn run(
+        self,
+        mut config: watch::Receiver<Arc<Config>>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            let count = config.borrow_and_update().account_count();
+            self.seen.lock().unwrap().push(count);
+            tokio::select! {
+                changed = config.changed() => if changed.is_err() { break },
+                _ = shutdown.wait_for(|stop| *stop) => break,
+            }
+        }
+        self.stopped.store(true, Ordering::SeqCst);
+    }
+}
+
+fn config_text(names: &[&str]) -> String {
+    let mut text = String::from("groups:\n  - name: support\n    accounts:\n");
+    for name in names {
+        text.push_str(&format!(
+            "      - {{name: {name}, server: mail.example.invalid, username: u, password: p}}\n"
+        ));
+    }
+    text
+}
+
+const BAD_CONFIG: &str = "timeout: 0s\nconcurrency: 0\n";
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    options: RunOptions,
+    exporter: Arc<FakeExporter>,
+    probing: FakeProbing,
+}
+
+fn fixture(text: &str) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, text).unwrap();
+    Fixture {
+        options: RunOptions {
+            config_file: path.clone(),
+            listen_address: "127.0.0.1:0".parse().unwrap(),
+            web_config_file: None,
+            shard: None,
+        },
+        path,
+        _dir: dir,
+        exporter: Arc::new(FakeExporter::default()),
+        probing: FakeProbing::default(),
+    }
+}
+
+async fn start_fixture(f: &Fixture) -> Running {
+    let config = load(&f.options.config_file, None).unwrap();
+    start_with(
+        f.options.clone(),
+        config,
+        WebConfig::default(),
+        Arc::clone(&f.exporter),
+        f.probing.clone(),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn starts_ready_and_serves_the_exporter_state() {
+    let f = fixture(&config_text(&["a", "b"]));
+    let running = start_fixture(&f).await;
+    assert!(running.addr.ip().is_loopback());
+    assert_ne!(running.addr.port(), 0);
+
+    assert_eq!(get(running.addr, "/-/ready").await.status, 200);
+    assert_eq!(
+        get(running.addr, "/metrics").await.text(),
+        "fake_accounts 2\n"
+    );
+    assert_eq!(get(running.addr, "/").await.text(), "<p>a b</p>");
+    assert_eq!(get(running.addr, "/accounts/b").await.text(), "<p>b</p>");
+    assert_eq!(get(running.addr, "/accounts/c").await.status, 404);
+    assert_eq!(*f.exporter.reloads.lock().unwrap(), [true]);
+    assert_eq!(*f.probing.seen.lock().unwrap(), [2]);
+    running.shutdown().await;
+}
+
+#[test]
+fn an_invalid_config_is_refused_with_every_error() {
+    let f = fixture(BAD_CONFIG);
+    let e = load(&f.path, None).unwrap_err();
+    let AppError::Config { errors, .. } = &e else {
+        panic!("not a config error: {e}")
+    };
+    assert_eq!(errors.len(), 2);
+    let text = e.to_string();
+    assert!(
+        text.contains("timeout: must be greater than zero\n"),
+        "{text}"
+    );
+    assert!(text.contains("concurrency: must be at least 1\n"), "{text}");
+    assert!(text.ends_with("rejected: 2 errors"), "{text}");
+}
+
+#[tokio::test]
+async fn reload_applies_a_good_config_and_keeps_the_old_one_on_errors() {
+    let f = fixture(&config_text(&["a", "b"]));
+    let running = start_fixture(&f).await;
+
+    std::fs::write(&f.path, config_text(&["a", "b", "c"])).unwrap();
+    assert_eq!(running.reload().await.unwrap(), 3);
+    assert_eq!(f.exporter.current(), ["a", "b", "c"]);
+
+    std::fs::write(&f.path, BAD_CONFIG).unwrap();
+    assert_eq!(running.reload().await.unwrap_err().len(), 2);
+    assert_eq!(
+        f.exporter.current(),
+        ["a", "b", "c"],
+        "the old config stays"
+    );
+
+    let reply = request(
+        running.addr,
+        "POST",
+        "/-/reload",
+        &[("Content-Length", "0")],
+    )
+    .await;
+    assert_eq!(reply.status, 500);
+    assert!(
+        reply.text().contains("concurrency: must be at least 1"),
+        "{}",
+        reply.text()
+    );
+
+    std::fs::write(&f.path, config_text(&["d"])).unwrap();
+    let reply = request(
+        running.addr,
+        "POST",
+        "/-/reload",
+        &[("Content-Length", "0")],
+    )
+    .await;
+    assert_eq!(
+        (reply.status, reply.text().as_str()),
+        (200, "config reloaded: 1 accounts\n")
+    );
+    assert_eq!(
+        get(running.addr, "/metrics").await.text(),
+        "fake_accounts 1\n"
+    );
+
+    assert_eq!(
+        *f.exporter.reloads.lock().unwrap(),
+        [true, true, false, false, true]
+    );
+    running.shutdown().await;
+    // The prober saw every good config and none of the bad ones (it may skip intermediate
+    // values, as a watch channel does, but ends on the last).
+    let seen = f.probing.seen.lock().unwrap().clone();
+    assert_eq!(seen.first(), Some(&2));
+    assert_eq!(seen.last(), Some(&1));
+    assert!(seen.iter().all(|n| [1, 2, 3].contains(n)), "{seen:?}");
+}
+
+#[tokio::test]
+async fn reloads_never_interleave() {
+    let f = fixture(&config_text(&["a"]));
+    let running = start_fixture(&f).await;
+    let handle = running.reload_handle();
+    let reloads: Vec<_> = (0..4)
+        .map(|_| {
+            let handle = handle.clone();
+            tokio::spawn(async move { handle.reload().await })
+        })
+        .collect();
+    for reload in reloads {
+        assert_eq!(reload.await.unwrap().unwrap(), 1);
+    }
+    assert!(!f.exporter.overlapped.load(Ordering::SeqCst));
+    assert_eq!(f.exporter.applied.lock().unwrap().len(), 5);
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_stops_probing_and_the_web_side() {
+    let f = fixture(&config_text(&["a"]));
+    let running = start_fixture(&f).await;
+    let addr = running.addr;
+    assert!(!f.probing.stopped.load(Ordering::SeqCst));
+    tokio::time::timeout(Duration::from_secs(5), running.shutdown())
+        .await
+        .expect("shutdown completes");
+    assert!(f.probing.stopped.load(Ordering::SeqCst));
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn a_busy_port_is_reported_before_probing_starts() {
+    let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut f = fixture(&config_text(&["a"]));
+    f.options.listen_address = taken.local_addr().unwrap().to_string().parse().unwrap();
+    let config = load(&f.path, None).unwrap();
+    let e = start_with(
+        f.options.clone(),
+        config,
+        WebConfig::default(),
+        Arc::clone(&f.exporter),
+        f.probing.clone(),
+    )
+    .await
+    .err()
+    .expect("the port is taken");
+    assert!(matches!(e, AppError::Listen { .. }), "{e}");
+    assert!(
+        e.to_string().starts_with("cannot listen on 127.0.0.1:"),
+        "{e}"
+    );
+    assert!(f.probing.seen.lock().unwrap().is_empty(), "probing started");
+    assert!(f.exporter.applied.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_bad_web_config_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("web.yml");
+    std::fs::write(&web, "basic_auth_users:\n  alice: not-a-hash\n").unwrap();
+    let e = load_web_config(Some(&web)).await.unwrap_err();
+    assert!(
+        e.to_string().contains("\"alice\": not a bcrypt hash"),
+        "{e}"
+    );
+    assert!(!e.to_string().contains("not-a-hash"), "{e}");
+    assert!(!load_web_config(None).await.unwrap().is_tls());
+}

@@ -1,0 +1,586 @@
+//! The HTTP side: `/metrics`, the landing and account pages, `/-/healthy`, `/-/ready` and
+//! `POST /-/reload`, with the optional web config file (basic auth, TLS) in the format of the
+//! Prometheus exporter toolkit.
+//!
+//! Serving only reads state that probes wrote: no request ever makes the exporter log in
+//! anywhere. What a request may cost is bounded: headers are size- and time-limited, bodies are
+//! never read, and the number of open connections is capped.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::fmt;
+use std::io::{self, Write as _};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_native_tls::TlsAcceptor;
+
+use crate::config::ConfigErrors;
+
+/// The port registered for this exporter.
+pub const DEFAULT_PORT: u16 = 9110;
+/// The exposition format Prometheus negotiates for text.
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+const HTML_CONTENT_TYPE: &str = "text/html; charset=utf-8";
+const TEXT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
+
+/// Open connections at once: far more than any set of scrapers and browsers needs, few enough
+/// that a flood of idle sockets cannot exhaust file descriptors.
+const MAX_CONNECTIONS: usize = 512;
+/// A client must send its request headers within this, so idle sockets do not pile up.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A TLS handshake slower than this is a stuck or hostile client.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Request line plus headers; our routes need a few hundred bytes (hyper's minimum is 8 KiB).
+const MAX_REQUEST_HEAD: usize = 16 * 1024;
+const MAX_HEADERS: usize = 64;
+/// On shutdown, in-flight requests get this long to finish; a scrape takes milliseconds.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Sent with every 401; the realm is what browsers show in their login prompt.
+const WWW_AUTHENTICATE: &str = "Basic realm=\"mailbox_exporter\"";
+
+/// `--web.listen-address`: `:9110` (every interface) or `host:port` (`[::1]:9110` for IPv6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenAddress {
+    /// `None` listens on every interface.
+    pub host: Option<String>,
+    pub port: u16,
+}
+
+impl FromStr for ListenAddress {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let usage = || {
+            format!(
+                "{s:?} is not a listen address: expected [host]:port, e.g. :9110 or 127.0.0.1:9110"
+            )
+        };
+        let (host, port) = s.rsplit_once(':').ok_or_else(usage)?;
+        let port: u16 = port.parse().map_err(|_| usage())?;
+        let host = match host.strip_prefix('[') {
+            Some(rest) => {
+                let inner = rest.strip_suffix(']').ok_or_else(usage)?;
+                inner.parse::<std::net::Ipv6Addr>().map_err(|_| usage())?;
+                Some(inner.to_string())
+            }
+            None if host.is_empty() => None,
+            None => {
+                let valid = host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_');
+                if !valid {
+                    return Err(usage());
+                }
+                Some(host.to_string())
+            }
+        };
+        Ok(ListenAddress { host, port })
+    }
+}
+
+impl fmt::Display for ListenAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.host {
+            None => write!(f, ":{}", self.port),
+            Some(host) if host.contains(':') => write!(f, "[{host}]:{}", self.port),
+            Some(host) => write!(f, "{host}:{}", self.port),
+        }
+    }
+}
+
+/// Binds `address`. Every interface means IPv6 and IPv4 where the host has IPv6, IPv4 alone
+/// where it does not.
+pub async fn bind(address: &ListenAddress) -> io::Result<TcpListener> {
+    let candidates: Vec<SocketAddr> = match &address.host {
+        None => vec![
+            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, address.port)),
+            SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, address.port)),
+        ],
+        Some(host) => tokio::net::lookup_host((host.as_str(), address.port))
+            .await?
+            .collect(),
+    };
+    let mut last = io::Error::new(
+        io::ErrorKind::AddrNotAvailable,
+        format!("{address} resolves to no address"),
+    );
+    for candidate in candidates {
+        match TcpListener::bind(candidate).await {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// What the web side reads and triggers. The exporter implements it over its state; tests
+/// implement it with fakes.
+pub trait Backend: Send + Sync + 'static {
+    /// The Prometheus text exposition. Only encodes state, never probes.
+    fn metrics(&self) -> String;
+    /// The landing page (HTML).
+    fn landing_page(&self) -> String;
+    /// One account's page (HTML), `None` for an account that is not configured.
+    fn account_page(&self, name: &str) -> Option<String>;
+    /// True once the first configuration is applied, until shutdown starts.
+    fn is_ready(&self) -> bool;
+    /// Loads the configuration file again: `Ok` with a one-line summary, or every error.
+    fn reload(&self) -> impl Future<Output = Result<String, ConfigErrors>> + Send;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The web config file.
+
+/// The `--web.config.file`: basic auth users and TLS. Empty means open HTTP.
+#[derive(Default, Clone)]
+pub struct WebConfig {
+    auth: Option<Arc<BasicAuth>>,
+    tls: Option<TlsAcceptor>,
+}
+
+impl fmt::Debug for WebConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // User names only: hashes are secrets too (they can be attacked offline).
+        f.debug_struct("WebConfig")
+            .field(
+                "basic_auth_users",
+                &self
+                    .auth
+                    .as_ref()
+                    .map(|a| a.users.keys().collect::<Vec<_>>()),
+            )
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+/// Why a web config file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum WebConfigError {
+    #[error("cannot read web config {path:?}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("web config {path:?}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebConfig {
+    #[serde(default)]
+    tls_server_config: Option<RawTls>,
+    #[serde(default)]
+    basic_auth_users: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+}
+
+impl WebConfig {
+    /// Reads `path`; relative certificate paths are resolved against its directory.
+    pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| WebConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base_dir = path.parent().unwrap_or(Path::new(""));
+        WebConfig::parse(&text, base_dir).map_err(|message| WebConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Parses the YAML `text`, reading certificate files relative to `base_dir`.
+    pub fn parse(text: &str, base_dir: &Path) -> Result<WebConfig, String> {
+        let tree: serde_json::Value = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Yaml))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| format!("cannot parse: {e}"))?;
+        let raw: RawWebConfig = serde_json::from_value(tree).map_err(|e| {
+            format!("{e} (supported: basic_auth_users, tls_server_config.cert_file/key_file)")
+        })?;
+        let auth = match raw.basic_auth_users {
+            Some(users) if !users.is_empty() => Some(Arc::new(BasicAuth::new(users)?)),
+            _ => None,
+        };
+        let tls = match raw.tls_server_config {
+            None => None,
+            Some(tls) => Some(tls_acceptor(tls, base_dir)?),
+        };
+        Ok(WebConfig { auth, tls })
+    }
+
+    /// True when the web side serves HTTPS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+}
+
+fn tls_acceptor(raw: RawTls, base_dir: &Path) -> Result<TlsAcceptor, String> {
+    let (Some(cert_file), Some(key_file)) = (raw.cert_file, raw.key_file) else {
+        return Err("tls_server_config needs both cert_file and key_file".into());
+    };
+    let read = |file: &Path| {
+        let path = base_dir.join(file);
+        std::fs::read(&path).map_err(|e| format!("cannot read {path:?}: {e}"))
+    };
+    let cert = read(&cert_file)?;
+    let key = read(&key_file)?;
+    let identity = native_tls::Identity::from_pkcs8(&cert, &key).map_err(|e| {
+        format!(
+            "cannot use cert_file {cert_file:?} with key_file {key_file:?}: {e} (the key must be \
+             PKCS#8 PEM, \"BEGIN PRIVATE KEY\"; convert with `openssl pkcs8 -topk8 -nocrypt`)"
+        )
+    })?;
+    let acceptor = native_tls::TlsAcceptor::new(identity)
+        .map_err(|e| format!("cannot build the TLS server: {e}"))?;
+    Ok(TlsAcceptor::from(acceptor))
+}
+
+/// Users and their bcrypt hashes.
+struct BasicAuth {
+    users: BTreeMap<String, String>,
+    /// Checked for unknown users, so that a wrong name costs as long as a wrong password and
+    /// response times do not reveal which users exist.
+    decoy: String,
+}
+
+impl BasicAuth {
+    fn new(users: BTreeMap<String, String>) -> Result<BasicAuth, String> {
+        let mut cost = None;
+        for (user, hash) in &users {
+            let parts = bcrypt::HashParts::from_str(hash)
+                .map_err(|_| format!("basic_auth_users: {user:?}: not a bcrypt hash"))?;
+            cost.get_or_insert(parts.get_cost());
+        }
+        let cost = cost.unwrap_or(bcrypt::DEFAULT_COST);
+        let decoy = bcrypt::hash("decoy", cost).map_err(|e| format!("bcrypt: {e}"))?;
+        Ok(BasicAuth { users, decoy })
+    }
+
+    /// Checks an `Authorization` header value; bcrypt is slow on purpose, so this blocks.
+    fn allows(&self, authorization: Option<&[u8]>) -> bool {
+        let Some((user, password)) = authorization.and_then(parse_basic) else {
+            return false;
+        };
+        match self.users.get(&user) {
+            Some(hash) => bcrypt::verify(password.as_bytes(), hash).unwrap_or(false),
+            None => {
+                let _ = bcrypt::verify(password.as_bytes(), &self.decoy);
+                false
+            }
+        }
+    }
+}
+
+/// `Basic base64(user:password)` into its two parts.
+fn parse_basic(value: &[u8]) -> Option<(String, String)> {
+    let value = std::str::from_utf8(value).ok()?.trim();
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (user, password) = decoded.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Serving.
+
+/// Serves `backend` on `listener` until `shutdown` completes, then stops accepting and gives
+/// in-flight requests [`DRAIN_TIMEOUT`] to finish.
+pub async fn serve<B: Backend>(
+    listener: TcpListener,
+    web: WebConfig,
+    backend: Arc<B>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let graceful = GracefulShutdown::new();
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let routes = Arc::new(Routes {
+        backend,
+        auth: web.auth,
+    });
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            permit = Arc::clone(&limit).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let stream = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: give clients a moment to let go.
+                    tracing::debug!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let watcher = graceful.watcher();
+        let routes = Arc::clone(&routes);
+        let tls = web.tls.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = stream.set_nodelay(true);
+            match tls {
+                None => serve_connection(stream, routes, watcher).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(stream)) => serve_connection(stream, routes, watcher).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                }
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("HTTP requests still in flight after {DRAIN_TIMEOUT:?}; closing them");
+    }
+}
+
+async fn serve_connection<S, B>(
+    stream: S,
+    routes: Arc<Routes<B>>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    B: Backend,
+{
+    let service = service_fn(move |request| {
+        let routes = Arc::clone(&routes);
+        async move { Ok::<_, Infallible>(routes.respond(request).await) }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_REQUEST_HEAD)
+        .max_headers(MAX_HEADERS)
+        .serve_connection(TokioIo::new(stream), service);
+    if let Err(e) = watcher.watch(connection).await {
+        tracing::debug!(error = %e, "HTTP connection ended with an error");
+    }
+}
+
+type Body = Full<Bytes>;
+
+struct Routes<B> {
+    backend: Arc<B>,
+    auth: Option<Arc<BasicAuth>>,
+}
+
+impl<B: Backend> Routes<B> {
+    async fn respond(&self, request: Request<Incoming>) -> Response<Body> {
+        // The body is never read: no route takes input, and an unread body costs nothing.
+        let (parts, _body) = request.into_parts();
+        if let Some(auth) = &self.auth {
+            let header = parts
+                .headers
+                .get(header::AUTHORIZATION)
+                .map(|v| v.as_bytes().to_vec());
+            let auth = Arc::clone(auth);
+            let allowed = tokio::task::spawn_blocking(move || auth.allows(header.as_deref()))
+                .await
+                .unwrap_or(false);
+            if !allowed {
+                let mut response = text(StatusCode::UNAUTHORIZED, "Unauthorized\n");
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(WWW_AUTHENTICATE),
+                );
+                return response;
+            }
+        }
+        self.route(&parts.method, parts.uri.path(), &parts.headers)
+            .await
+    }
+
+    async fn route(&self, method: &Method, path: &str, headers: &HeaderMap) -> Response<Body> {
+        let read = method == Method::GET || method == Method::HEAD;
+        match path {
+            "/metrics" if read => {
+                let gzip = accepts_gzip(headers);
+                let backend = Arc::clone(&self.backend);
+                // Encoding thousands of accounts and compressing them is CPU work.
+                let encoded = tokio::task::spawn_blocking(move || {
+                    let text = backend.metrics();
+                    if gzip {
+                        gzip_bytes(text.as_bytes()).map(Some)
+                    } else {
+                        Ok(None)
+                    }
+                    .map(|zipped| (text, zipped))
+                })
+                .await;
+                let (status, body, gzipped) = match encoded {
+                    Ok(Ok((_, Some(zipped)))) => (StatusCode::OK, Bytes::from(zipped), true),
+                    Ok(Ok((text, None))) => (StatusCode::OK, Bytes::from(text), false),
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "cannot compress the metrics");
+                        return text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode\n");
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "encoding the metrics failed");
+                        return text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode\n");
+                    }
+                };
+                let mut response = respond(status, METRICS_CONTENT_TYPE, body);
+                let h = response.headers_mut();
+                h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+                if gzipped {
+                    h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                }
+                response
+            }
+            "/" if read => html(self.backend.landing_page()),
+            "/-/healthy" if read => text(StatusCode::OK, "OK\n"),
+            "/-/ready" if read => {
+                if self.backend.is_ready() {
+                    text(StatusCode::OK, "OK\n")
+                } else {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n")
+                }
+            }
+            "/-/reload" if method == Method::POST => match self.backend.reload().await {
+                Ok(summary) => text(StatusCode::OK, format!("{summary}\n")),
+                Err(errors) => {
+                    let n = errors.len();
+                    let noun = if n == 1 { "error" } else { "errors" };
+                    let body = format!(
+                        "config rejected ({n} {noun}); the previous config stays in force\n{errors}\n"
+                    );
+                    text(StatusCode::INTERNAL_SERVER_ERROR, body)
+                }
+            },
+            "/-/reload" => not_allowed("POST"),
+            "/metrics" | "/" | "/-/healthy" | "/-/ready" => not_allowed("GET, HEAD"),
+            _ => match path.strip_prefix("/accounts/").map(percent_decode) {
+                Some(Some(name)) if !name.is_empty() => {
+                    if !read {
+                        return not_allowed("GET, HEAD");
+                    }
+                    match self.backend.account_page(&name) {
+                        Some(page) => html(page),
+                        None => text(StatusCode::NOT_FOUND, "no such account\n"),
+                    }
+                }
+                _ => text(StatusCode::NOT_FOUND, "Not Found\n"),
+            },
+        }
+    }
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
+    respond(status, TEXT_CONTENT_TYPE, Bytes::from(body.into()))
+}
+
+fn html(body: String) -> Response<Body> {
+    respond(StatusCode::OK, HTML_CONTENT_TYPE, Bytes::from(body))
+}
+
+fn not_allowed(allow: &'static str) -> Response<Body> {
+    let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+/// Whether `Accept-Encoding` allows gzip: listed (or `*`) with a non-zero quality, and not
+/// refused by name.
+pub fn accepts_gzip(headers: &HeaderMap) -> bool {
+    let mut gzip = None;
+    let mut any = None;
+    for value in headers.get_all(header::ACCEPT_ENCODING) {
+        let Ok(value) = value.to_str() else { continue };
+        for item in value.split(',') {
+            let mut params = item.split(';');
+            let coding = params.next().unwrap_or("").trim().to_ascii_lowercase();
+            let quality = params
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            match coding.as_str() {
+                "gzip" | "x-gzip" => gzip = Some(quality),
+                "*" => any = Some(quality),
+                _ => {}
+            }
+        }
+    }
+    gzip.or(any).is_some_and(|q| q > 0.0)
+}
+
+fn gzip_bytes(data: &[u8]) -> io::Result<Vec<u8>> {
+    let mut encoder = GzEncoder::new(Vec::with_capacity(data.len() / 4), Compression::fast());
+    encoder.write_all(data)?;
+    encoder.finish()
+}
+
+/// `%XX` escapes decoded; `None` for a malformed escape or a name that is not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
