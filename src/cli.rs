@@ -152,7 +152,8 @@ fn parse_auth_mode(s: &str) -> Result<AuthMode, String> {
 }
 
 fn parse_shard(s: &str) -> Result<Shard, String> {
-    s.parse().map_err(|e: crate::schedule::ShardError| e.to_string())
+    s.parse()
+        .map_err(|e: crate::schedule::ShardError| e.to_string())
 }
 
 impl Cli {

@@ -24,8 +24,8 @@
 pub mod app;
 pub mod cli;
 pub mod config;
-pub mod demo;
 pub mod conn;
+pub mod demo;
 pub mod logfmt;
 pub mod metrics;
 pub mod page;

@@ -123,7 +123,9 @@ fn init_tracing(log: &LogArgs) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match log.format {
-        LogFormat::Logfmt => builder.event_format(mailbox_exporter::logfmt::Logfmt).init(),
+        LogFormat::Logfmt => builder
+            .event_format(mailbox_exporter::logfmt::Logfmt)
+            .init(),
         LogFormat::Json => builder.json().init(),
     }
 }

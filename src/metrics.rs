@@ -222,7 +222,7 @@ impl AccountView {
             last_success_method: state.last_success_method(),
             reason: verdict.and_then(|v| v.reason),
             detail: verdict.and_then(|v| v.detail.clone()),
-            advice: verdict.and_then(|v| v.advice.clone()),
+            advice: state.advice(),
             fallback: state.fallback(),
             cleartext: state.cleartext(),
             backoff: state.backoff(),

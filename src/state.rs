@@ -60,6 +60,9 @@ pub struct AccountState {
     cert_expiry: Option<i64>,
     remembered: Option<Method>,
     remembered_by_fallback: bool,
+    /// The advice of the probe that fell back ("pin auth_mode: PASS"): later probes go
+    /// straight to the remembered method and no longer see the rejection themselves.
+    fallback_advice: Option<String>,
 }
 
 /// A state change worth one log line.
@@ -150,6 +153,11 @@ impl AccountState {
             if let Some(m) = verdict.method {
                 let still_fallback = self.remembered == Some(m) && self.remembered_by_fallback;
                 self.remembered_by_fallback = verdict.fallback || still_fallback;
+                if verdict.fallback {
+                    self.fallback_advice = verdict.advice.clone();
+                } else if !still_fallback {
+                    self.fallback_advice = None;
+                }
                 self.remembered = Some(m);
                 self.last_success_method = Some(m);
             }
@@ -161,6 +169,7 @@ impl AccountState {
                 self.consecutive_rejections = self.consecutive_rejections.saturating_add(1);
                 self.remembered = None;
                 self.remembered_by_fallback = false;
+                self.fallback_advice = None;
             } else {
                 self.consecutive_rejections = 0;
             }
@@ -187,6 +196,7 @@ impl AccountState {
     pub fn reset_memory(&mut self) {
         self.remembered = None;
         self.remembered_by_fallback = false;
+        self.fallback_advice = None;
         self.consecutive_rejections = 0;
         self.cert_expiry = None;
     }
@@ -212,6 +222,20 @@ impl AccountState {
     /// `mailbox_auth_fallback`: see the policy on [`AccountState`].
     pub fn fallback(&self) -> bool {
         self.remembered.is_some() && self.remembered_by_fallback
+    }
+
+    /// What to tell the operator: the last probe's advice, or, while the remembered method
+    /// was reached by falling back and the last probe went straight to it, the advice of the
+    /// probe that fell back.
+    pub fn advice(&self) -> Option<String> {
+        let last = self.last.as_ref()?;
+        if last.verdict.success && !last.verdict.fallback && self.fallback() {
+            return self
+                .fallback_advice
+                .clone()
+                .or_else(|| last.verdict.advice.clone());
+        }
+        last.verdict.advice.clone()
     }
 
     pub fn remembered(&self) -> Option<Method> {
@@ -373,15 +397,19 @@ pub(crate) mod tests {
         assert_eq!(s.plan(), Plan::default());
         assert!(!s.fallback());
 
-        assert_eq!(s.observe(trap(), at(1)), vec![]);
+        let mut fell_back = trap();
+        fell_back.advice = Some("APOP advertised but rejected; pin auth_mode: PASS".into());
+        assert_eq!(s.observe(fell_back, at(1)), vec![]);
         assert_eq!(s.remembered(), Some(Method::Pass));
         assert!(s.fallback());
         assert_eq!(s.plan().preferred, Some(Method::Pass));
 
-        // PASS is tried first now, so no rung falls back: the server still has the trap.
+        // PASS is tried first now, so no rung falls back: the server still has the trap, and
+        // the advice of the probe that fell back still stands.
         assert_eq!(s.observe(pass_ok(), at(2)), vec![]);
         assert!(s.fallback());
         assert_eq!(s.remembered(), Some(Method::Pass));
+        assert!(s.advice().unwrap().contains("pin auth_mode: PASS"));
 
         // A timeout says nothing about the method.
         let changes = s.observe(failure(Reason::Timeout, vec![]), at(3));
@@ -398,6 +426,7 @@ pub(crate) mod tests {
         s.observe(rejected(), at(4));
         assert_eq!(s.remembered(), None);
         assert!(!s.fallback());
+        assert!(s.advice().is_none_or(|a| !a.contains("pin auth_mode")));
         assert_eq!(s.plan().preferred, None);
 
         // A clean PASS login without any fallback is not the trap.

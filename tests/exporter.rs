@@ -1,0 +1,782 @@
+//! The exporter as an operator runs it: started against the simulator and a real Dovecot,
+//! scraped over HTTP, reloaded, signalled. Every assertion reads what a scraper receives.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mailbox_exporter::app::{self, RunOptions, Running};
+use mailbox_exporter::sim::{Behavior, SimServer, SimSpec, sim_certificate};
+use mailbox_exporter::verdict::{Protocol, TlsMode};
+use support::http::{self, Samples};
+use support::{Dovecot, Flavor};
+
+const PASSWORD: &str = "Exp0rter-Secret";
+const USER: &str = "agent";
+
+/// Polling gives up after this long: a condition not met by then is a failure.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A directory with a config file, the simulator CA and a password file.
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), &sim_certificate().cert_pem).unwrap();
+        std::fs::write(dir.path().join("secret"), format!("{PASSWORD}\n")).unwrap();
+        std::fs::write(dir.path().join("wrong"), "not-the-password\n").unwrap();
+        Setup { dir }
+    }
+
+    fn config_file(&self) -> PathBuf {
+        self.dir.path().join("config.yml")
+    }
+
+    fn write(&self, text: &str) {
+        std::fs::write(self.config_file(), text).unwrap();
+    }
+
+    async fn start(&self) -> Running {
+        app::start(RunOptions {
+            config_file: self.config_file(),
+            listen_address: "127.0.0.1:0".parse().unwrap(),
+            web_config_file: None,
+            shard: None,
+        })
+        .await
+        .expect("the exporter starts")
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+}
+
+/// One account line of a YAML config.
+fn account(name: &str, protocol: Protocol, tls: TlsMode, port: u16, extra: &str) -> String {
+    format!(
+        "      - {{ name: {name}, protocol: {protocol}, tls: {tls}, server: \"127.0.0.1:{port}\", \
+         username: {USER}, password_file: secret, ca_file: ca.pem{extra} }}\n"
+    )
+}
+
+fn config(header: &str, groups: &[(&str, String)]) -> String {
+    let mut text = format!("{header}\ngroups:\n");
+    for (name, accounts) in groups {
+        text.push_str(&format!("  - name: {name}\n    accounts:\n{accounts}"));
+    }
+    text
+}
+
+async fn sim(protocol: Protocol, tls: TlsMode, behavior: Behavior) -> SimServer {
+    SimServer::start(SimSpec::new(protocol, tls, behavior).user(USER, PASSWORD))
+        .await
+        .unwrap()
+}
+
+fn dead_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+async fn scrape(addr: SocketAddr) -> Samples {
+    let response = http::get(addr, "/metrics").await;
+    assert_eq!(response.status, 200);
+    Samples::new(response.text())
+}
+
+/// Scrapes until `done` holds, or fails with the last scrape.
+async fn wait_for(addr: SocketAddr, what: &str, done: impl Fn(&Samples) -> bool) -> Samples {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let samples = scrape(addr).await;
+        if done(&samples) {
+            return samples;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("gave up waiting for {what}; last scrape:\n{}", samples.text);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn value(s: &Samples, name: &str, account: &str, labels: &[(&str, &str)]) -> f64 {
+    let mut all = vec![("account", account)];
+    all.extend_from_slice(labels);
+    s.find(name, &all)
+        .unwrap_or_else(|| panic!("no {name} for {account} {labels:?} in:\n{}", s.text))
+}
+
+fn probes_done(s: &Samples, account: &str) -> f64 {
+    ["success", "rejected", "error"]
+        .iter()
+        .map(|r| {
+            ["APOP", "CRAM-MD5", "PASS", "PLAIN", "LOGIN"]
+                .iter()
+                .filter_map(|m| {
+                    s.find(
+                        "mailbox_auth_attempts_total",
+                        &[("account", account), ("method", m), ("result", r)],
+                    )
+                })
+                .sum::<f64>()
+        })
+        .sum()
+}
+
+fn last_probe(s: &Samples, account: &str) -> f64 {
+    s.find(
+        "mailbox_last_probe_timestamp_seconds",
+        &[("account", account)],
+    )
+    .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_family_for_each_behaviour() {
+    let healthy_pop3 = sim(Protocol::Pop3, TlsMode::Implicit, Behavior::Healthy).await;
+    let trap = sim(
+        Protocol::Pop3,
+        TlsMode::Implicit,
+        Behavior::UnverifiableDigests,
+    )
+    .await;
+    let cleartext = sim(Protocol::Pop3, TlsMode::None, Behavior::CleartextOnly).await;
+    let imap = sim(Protocol::Imap, TlsMode::Implicit, Behavior::Healthy).await;
+    let setup = Setup::new();
+    setup.write(&config(
+        "interval: 1s\ntimeout: 900ms",
+        &[
+            (
+                "support",
+                account(
+                    "apop",
+                    Protocol::Pop3,
+                    TlsMode::Implicit,
+                    healthy_pop3.port(),
+                    "",
+                ) + &account("trap", Protocol::Pop3, TlsMode::Implicit, trap.port(), ""),
+            ),
+            (
+                "sales",
+                account(
+                    "wrong",
+                    Protocol::Pop3,
+                    TlsMode::Implicit,
+                    healthy_pop3.port(),
+                    "",
+                )
+                .replace("password_file: secret", "password_file: wrong")
+                    + &account(
+                        "cleartext",
+                        Protocol::Pop3,
+                        TlsMode::None,
+                        cleartext.port(),
+                        "",
+                    ),
+            ),
+            (
+                "billing",
+                account("down", Protocol::Pop3, TlsMode::None, dead_port(), "")
+                    + &account("imap", Protocol::Imap, TlsMode::Implicit, imap.port(), ""),
+            ),
+        ],
+    ));
+    let running = setup.start().await;
+    let addr = running.addr;
+    let all = ["apop", "trap", "wrong", "cleartext", "down", "imap"];
+
+    let s = wait_for(addr, "three probes of every account and a backoff", |s| {
+        all.iter().all(|a| last_probe(s, a) > 0.0)
+            && ["apop", "trap", "cleartext", "imap"]
+                .iter()
+                .all(|a| probes_done(s, a) >= 3.0)
+            && s.find("mailbox_probe_backoff", &[("account", "wrong")]) == Some(1.0)
+    })
+    .await;
+
+    let success = |a| value(&s, "mailbox_auth_success", a, &[]);
+    assert_eq!(
+        all.map(success),
+        [1.0, 1.0, 0.0, 1.0, 0.0, 1.0],
+        "success of {all:?}"
+    );
+    let method = |a, m| value(&s, "mailbox_auth_method", a, &[("method", m)]);
+    assert_eq!(method("apop", "APOP"), 1.0);
+    assert_eq!(method("apop", "PASS"), 0.0);
+    assert_eq!(method("trap", "PASS"), 1.0);
+    assert_eq!(method("trap", "APOP"), 0.0);
+    assert_eq!(method("imap", "CRAM-MD5"), 1.0);
+    assert_eq!(method("cleartext", "PASS"), 1.0);
+    assert_eq!(
+        s.count("mailbox_auth_method", &[("account", "imap")]),
+        3,
+        "IMAP accounts carry the IMAP methods"
+    );
+
+    // The trap: PASS, fallback, and after the first walk no further APOP attempt.
+    let attempts = |a, m, r| {
+        value(
+            &s,
+            "mailbox_auth_attempts_total",
+            a,
+            &[("method", m), ("result", r)],
+        )
+    };
+    assert_eq!(attempts("trap", "APOP", "rejected"), 1.0);
+    assert_eq!(attempts("trap", "CRAM-MD5", "rejected"), 1.0);
+    assert!(attempts("trap", "PASS", "success") >= 3.0);
+    let apops = trap
+        .stats()
+        .commands
+        .iter()
+        .filter(|c| *c == "APOP")
+        .count();
+    assert_eq!(
+        apops, 1,
+        "the remembered method is used first from the second probe on"
+    );
+    let fallback = |a| value(&s, "mailbox_auth_fallback", a, &[]);
+    assert_eq!(all.map(fallback), [0.0, 1.0, 0.0, 0.0, 0.0, 0.0]);
+    let cleartext_of = |a| value(&s, "mailbox_auth_cleartext", a, &[]);
+    assert_eq!(all.map(cleartext_of), [0.0, 0.0, 0.0, 1.0, 0.0, 0.0]);
+
+    let failures = |a, r| value(&s, "mailbox_auth_failures_total", a, &[("reason", r)]);
+    assert!(failures("wrong", "auth_rejected") >= 2.0);
+    assert_eq!(failures("wrong", "connect"), 0.0);
+    assert!(failures("down", "connect") >= 1.0);
+    assert_eq!(failures("apop", "auth_rejected"), 0.0);
+    assert_eq!(
+        s.count("mailbox_auth_failures_total", &[("account", "apop")]),
+        10,
+        "every reason exists from the start"
+    );
+    assert!(value(&s, "mailbox_auth_consecutive_failures", "wrong", &[]) >= 2.0);
+    assert_eq!(
+        value(&s, "mailbox_auth_consecutive_failures", "apop", &[]),
+        0.0
+    );
+    let backoff = |a| value(&s, "mailbox_probe_backoff", a, &[]);
+    assert_eq!(all.map(backoff), [0.0, 0.0, 1.0, 0.0, 0.0, 0.0]);
+
+    for phase in ["connect", "tls", "greeting", "auth", "total"] {
+        assert!(
+            value(
+                &s,
+                "mailbox_probe_phase_seconds",
+                "apop",
+                &[("phase", phase)]
+            ) > 0.0,
+            "{phase}"
+        );
+    }
+    assert_eq!(
+        value(
+            &s,
+            "mailbox_probe_phase_seconds",
+            "cleartext",
+            &[("phase", "tls")]
+        ),
+        0.0
+    );
+    assert!(value(&s, "mailbox_last_success_timestamp_seconds", "apop", &[]) > 1.7e9);
+    assert_eq!(
+        value(&s, "mailbox_last_success_timestamp_seconds", "wrong", &[]),
+        0.0
+    );
+    assert!(value(&s, "mailbox_tls_cert_expiry_timestamp_seconds", "apop", &[]) > 1.7e9);
+    assert_eq!(
+        s.count(
+            "mailbox_tls_cert_expiry_timestamp_seconds",
+            &[("account", "cleartext")]
+        ),
+        0,
+        "no certificate, no expiry series"
+    );
+    assert_eq!(
+        value(
+            &s,
+            "mailbox_account_info",
+            "trap",
+            &[
+                ("protocol", "pop3"),
+                ("tls", "implicit"),
+                ("auth_mode", "BEST"),
+                ("server", &format!("127.0.0.1:{}", trap.port())),
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&s, "mailbox_account_info", "imap", &[("auth_mode", "auto")]),
+        1.0
+    );
+
+    let group = |name, g| s.find(name, &[("group", g)]).unwrap();
+    for (g, accounts, authenticated) in [
+        ("support", 2.0, 2.0),
+        ("sales", 2.0, 1.0),
+        ("billing", 2.0, 1.0),
+    ] {
+        assert_eq!(group("mailbox_group_accounts", g), accounts, "{g}");
+        assert_eq!(
+            group("mailbox_group_accounts_authenticated", g),
+            authenticated,
+            "{g}"
+        );
+        assert!(
+            group("mailbox_probe_duration_seconds_count", g) >= 2.0,
+            "{g}"
+        );
+    }
+    assert!(
+        !s.text
+            .contains("mailbox_probe_duration_seconds_count{group=\"support\",account"),
+        "the histogram is per group, not per account"
+    );
+
+    assert_eq!(
+        s.find("mailbox_exporter_config_last_reload_successful", &[]),
+        Some(1.0)
+    );
+    assert!(
+        s.find(
+            "mailbox_exporter_config_last_reload_success_timestamp_seconds",
+            &[]
+        )
+        .unwrap()
+            > 1.7e9
+    );
+    assert!(s.find("mailbox_exporter_probes_in_flight", &[]).is_some());
+    assert!(
+        s.find("mailbox_exporter_schedule_lag_seconds", &[])
+            .unwrap()
+            < 1.0
+    );
+    assert_eq!(
+        s.find(
+            "mailbox_exporter_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        Some(1.0)
+    );
+    assert!(!s.text.contains(PASSWORD), "no password in /metrics");
+
+    // The landing page and the transcript page tell the operator what to do.
+    let page = http::get(addr, "/").await;
+    assert_eq!(page.status, 200);
+    let page = page.text();
+    assert!(page.contains("pin auth_mode: PASS"), "{page}");
+    assert!(page.contains("accounts/trap"), "{page}");
+    let transcript = http::get(addr, "/accounts/trap").await.text();
+    assert!(transcript.contains("C: PASS ***"), "{transcript}");
+    assert!(!transcript.contains(PASSWORD));
+    assert_eq!(http::get(addr, "/accounts/nobody").await.status, 404);
+    assert_eq!(http::get(addr, "/-/healthy").await.status, 200);
+    assert_eq!(http::get(addr, "/-/ready").await.status, 200);
+    let gzipped = http::request(addr, "GET", "/metrics", &[("Accept-Encoding", "gzip")]).await;
+    assert_eq!(gzipped.header("Content-Encoding"), Some("gzip"));
+
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_series_exists_before_the_first_probe_finishes() {
+    let silent = sim(Protocol::Pop3, TlsMode::None, Behavior::Silent).await;
+    let setup = Setup::new();
+    setup.write(&config(
+        "interval: 1h\ntimeout: 3s",
+        &[(
+            "support",
+            account("slow", Protocol::Pop3, TlsMode::None, silent.port(), ""),
+        )],
+    ));
+    let running = setup.start().await;
+    let s = scrape(running.addr).await;
+    assert_eq!(value(&s, "mailbox_auth_success", "slow", &[]), 0.0);
+    assert_eq!(
+        value(&s, "mailbox_last_probe_timestamp_seconds", "slow", &[]),
+        0.0
+    );
+    assert_eq!(
+        s.count("mailbox_auth_attempts_total", &[("account", "slow")]),
+        9
+    );
+    assert_eq!(
+        s.count("mailbox_auth_failures_total", &[("account", "slow")]),
+        10
+    );
+    assert_eq!(
+        s.count("mailbox_probe_phase_seconds", &[("account", "slow")]),
+        5
+    );
+    for name in [
+        "mailbox_auth_consecutive_failures",
+        "mailbox_auth_fallback",
+        "mailbox_auth_cleartext",
+        "mailbox_last_success_timestamp_seconds",
+        "mailbox_probe_backoff",
+    ] {
+        assert_eq!(s.count(name, &[("account", "slow")]), 1, "{name}");
+    }
+    assert_eq!(
+        s.find("mailbox_group_accounts", &[("group", "support")]),
+        Some(1.0)
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_server_does_not_delay_the_others() {
+    let silent = sim(Protocol::Pop3, TlsMode::None, Behavior::Silent).await;
+    let healthy = sim(Protocol::Pop3, TlsMode::None, Behavior::CleartextOnly).await;
+    let mut stuck = String::new();
+    for i in 0..20 {
+        stuck.push_str(&account(
+            &format!("stuck-{i}"),
+            Protocol::Pop3,
+            TlsMode::None,
+            silent.port(),
+            "",
+        ));
+    }
+    let mut fine = String::new();
+    for i in 0..5 {
+        fine.push_str(&account(
+            &format!("fine-{i}"),
+            Protocol::Pop3,
+            TlsMode::None,
+            healthy.port(),
+            "",
+        ));
+    }
+    let setup = Setup::new();
+    setup.write(&config(
+        "interval: 1s\ntimeout: 900ms\nconcurrency: 4\nper_server_concurrency: 2",
+        &[("stuck", stuck), ("fine", fine)],
+    ));
+    let running = setup.start().await;
+    let s = wait_for(running.addr, "four probes of every healthy account", |s| {
+        (0..5).all(|i| probes_done(s, &format!("fine-{i}")) >= 4.0)
+    })
+    .await;
+    assert!(
+        s.find("mailbox_exporter_schedule_lag_seconds", &[])
+            .unwrap()
+            < 0.5,
+        "{}",
+        s.text
+    );
+    assert!(
+        s.find(
+            "mailbox_auth_failures_total",
+            &[("account", "stuck-0"), ("reason", "timeout")]
+        )
+        .is_some()
+    );
+    assert_eq!(
+        s.find("mailbox_group_accounts_authenticated", &[("group", "fine")]),
+        Some(5.0)
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_adds_changes_and_removes_accounts_and_refuses_a_bad_config() {
+    let trap = sim(Protocol::Pop3, TlsMode::None, Behavior::UnverifiableDigests).await;
+    let healthy = sim(Protocol::Pop3, TlsMode::None, Behavior::CleartextOnly).await;
+    let setup = Setup::new();
+    let header = "interval: 1s\ntimeout: 900ms";
+    let trap_account = account("trap", Protocol::Pop3, TlsMode::None, trap.port(), "");
+    setup.write(&config(
+        header,
+        &[(
+            "support",
+            trap_account.clone()
+                + &account("old", Protocol::Pop3, TlsMode::None, healthy.port(), ""),
+        )],
+    ));
+    let running = setup.start().await;
+    let addr = running.addr;
+    wait_for(addr, "both accounts probed twice", |s| {
+        probes_done(s, "trap") >= 3.0 && probes_done(s, "old") >= 2.0
+    })
+    .await;
+
+    // Add one, remove one, keep the trap unchanged: its state survives.
+    setup.write(&config(
+        header,
+        &[
+            ("support", trap_account.clone()),
+            (
+                "sales",
+                account("new", Protocol::Pop3, TlsMode::None, healthy.port(), ""),
+            ),
+        ],
+    ));
+    let reloaded = http::request(addr, "POST", "/-/reload", &[]).await;
+    assert_eq!(reloaded.status, 200, "{}", reloaded.text());
+    let s = wait_for(addr, "the new account probed", |s| {
+        probes_done(s, "new") >= 1.0
+    })
+    .await;
+    assert_eq!(
+        s.count("mailbox_auth_success", &[("account", "old")]),
+        0,
+        "removed"
+    );
+    assert_eq!(
+        s.find(
+            "mailbox_auth_attempts_total",
+            &[
+                ("account", "trap"),
+                ("method", "APOP"),
+                ("result", "rejected")
+            ]
+        ),
+        Some(1.0),
+        "unchanged accounts keep their counters and remembered method"
+    );
+    assert_eq!(value(&s, "mailbox_auth_fallback", "trap", &[]), 1.0);
+    assert_eq!(
+        s.find("mailbox_group_accounts", &[("group", "sales")]),
+        Some(1.0)
+    );
+
+    // Change the trap account: pinned PASS. Counters stay, the fallback memory goes.
+    setup.write(&config(
+        header,
+        &[
+            ("support", trap_account.replace(" }", ", auth_mode: PASS }")),
+            (
+                "sales",
+                account("new", Protocol::Pop3, TlsMode::None, healthy.port(), ""),
+            ),
+        ],
+    ));
+    assert_eq!(running.reload().await.expect("a valid config"), 2);
+    let s = wait_for(addr, "the pinned trap account probed", |s| {
+        s.find(
+            "mailbox_account_info",
+            &[("account", "trap"), ("auth_mode", "PASS")],
+        )
+        .is_some()
+            && s.find("mailbox_auth_fallback", &[("account", "trap")]) == Some(0.0)
+    })
+    .await;
+    assert_eq!(
+        s.find(
+            "mailbox_auth_attempts_total",
+            &[
+                ("account", "trap"),
+                ("method", "APOP"),
+                ("result", "rejected")
+            ]
+        ),
+        Some(1.0)
+    );
+
+    // A bad config is refused with every error; the old one keeps running.
+    setup.write("interval: 0s\ngroups:\n  - name: broken\n    accounts:\n      - { name: x }\n");
+    let errors = running.reload().await.expect_err("an invalid config");
+    assert!(errors.len() >= 2, "{errors}");
+    let refused = http::request(addr, "POST", "/-/reload", &[]).await;
+    assert_eq!(refused.status, 500);
+    assert!(refused.text().contains("interval"), "{}", refused.text());
+    let before = probes_done(&scrape(addr).await, "new");
+    let s = wait_for(addr, "the old config still probing", |s| {
+        probes_done(s, "new") > before
+    })
+    .await;
+    assert_eq!(
+        s.find("mailbox_exporter_config_last_reload_successful", &[]),
+        Some(0.0)
+    );
+    assert_eq!(s.count("mailbox_auth_success", &[("group", "broken")]), 0);
+    assert_eq!(http::get(addr, "/-/ready").await.status, 200);
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exporter_against_real_dovecot() {
+    let Some(plain) = Dovecot::start_or_skip(Flavor::Plaintext, "exporter_against_real_dovecot")
+    else {
+        return;
+    };
+    let hashed = Dovecot::start(Flavor::Hashed);
+    let setup = Setup::new();
+    std::fs::write(
+        setup.dir.path().join("dovecot"),
+        format!("{}\n", plain.password()),
+    )
+    .unwrap();
+    let line = |name: &str, d: &Dovecot, protocol: Protocol, addr: SocketAddr, password: &str| {
+        format!(
+            "      - {{ name: {name}, protocol: {protocol}, tls: implicit, server: \"{}:{}\", \
+             username: {}, password_file: {password}, ca_file: \"{}\" }}\n",
+            d.tls_domain(),
+            addr.port(),
+            d.user(),
+            d.ca_file().display()
+        )
+    };
+    setup.write(&config(
+        "interval: 3s\ntimeout: 2900ms",
+        &[
+            (
+                "plain",
+                line(
+                    "apop",
+                    &plain,
+                    Protocol::Pop3,
+                    plain.pop3s_addr(),
+                    "dovecot",
+                ) + &line(
+                    "imap",
+                    &plain,
+                    Protocol::Imap,
+                    plain.imaps_addr(),
+                    "dovecot",
+                ) + &line("wrong", &plain, Protocol::Pop3, plain.pop3s_addr(), "wrong"),
+            ),
+            (
+                "hashed",
+                line(
+                    "trap",
+                    &hashed,
+                    Protocol::Pop3,
+                    hashed.pop3s_addr(),
+                    "dovecot",
+                ) + &line(
+                    "trap-imap",
+                    &hashed,
+                    Protocol::Imap,
+                    hashed.imaps_addr(),
+                    "dovecot",
+                ),
+            ),
+        ],
+    ));
+    let running = setup.start().await;
+    let s = wait_for(running.addr, "three probes of the trap accounts", |s| {
+        probes_done(s, "trap") >= 5.0
+            && probes_done(s, "trap-imap") >= 4.0
+            && probes_done(s, "apop") >= 2.0
+            && probes_done(s, "imap") >= 2.0
+            && last_probe(s, "wrong") > 0.0
+    })
+    .await;
+    let method = |a, m| value(&s, "mailbox_auth_method", a, &[("method", m)]);
+    assert_eq!(method("apop", "APOP"), 1.0);
+    assert_eq!(method("imap", "CRAM-MD5"), 1.0);
+    assert_eq!(method("trap", "PASS"), 1.0);
+    assert_eq!(method("trap-imap", "PLAIN"), 1.0);
+    assert_eq!(value(&s, "mailbox_auth_fallback", "trap", &[]), 1.0);
+    assert_eq!(value(&s, "mailbox_auth_fallback", "trap-imap", &[]), 1.0);
+    assert_eq!(value(&s, "mailbox_auth_fallback", "apop", &[]), 0.0);
+    let rejected = |a, m| {
+        value(
+            &s,
+            "mailbox_auth_attempts_total",
+            a,
+            &[("method", m), ("result", "rejected")],
+        )
+    };
+    assert_eq!(
+        rejected("trap", "APOP"),
+        1.0,
+        "APOP is not retried once PASS is remembered"
+    );
+    assert_eq!(rejected("trap", "CRAM-MD5"), 1.0);
+    assert_eq!(rejected("trap-imap", "CRAM-MD5"), 1.0);
+    assert_eq!(value(&s, "mailbox_auth_success", "wrong", &[]), 0.0);
+    assert!(
+        value(
+            &s,
+            "mailbox_auth_failures_total",
+            "wrong",
+            &[("reason", "auth_rejected")]
+        ) >= 1.0
+    );
+    assert!(value(&s, "mailbox_tls_cert_expiry_timestamp_seconds", "trap", &[]) > 1.7e9);
+    running.shutdown().await;
+}
+
+/// The binary, as systemd or Kubernetes runs it: SIGHUP reloads, SIGTERM stops it cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_reloads_on_sighup_and_stops_on_sigterm() {
+    use tokio::io::AsyncBufReadExt;
+    let healthy = sim(Protocol::Pop3, TlsMode::None, Behavior::CleartextOnly).await;
+    let setup = Setup::new();
+    let first = account("first", Protocol::Pop3, TlsMode::None, healthy.port(), "");
+    setup.write(&config(
+        "interval: 1s\ntimeout: 900ms",
+        &[("g", first.clone())],
+    ));
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mailbox_exporter"))
+        .arg(format!("--config.file={}", setup.config_file().display()))
+        .arg("--web.listen-address=127.0.0.1:0")
+        .arg("--log.format=json")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr: SocketAddr = tokio::time::timeout(PATIENCE, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let json: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if let Some(address) = json["fields"]["address"].as_str() {
+                return address.parse().unwrap();
+            }
+        }
+        panic!("the exporter exited without saying where it listens");
+    })
+    .await
+    .expect("the listen address is logged");
+    let logs = tokio::spawn(async move {
+        let mut all = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            all.push(line);
+        }
+        all
+    });
+    wait_for(addr, "the first account probed", |s| {
+        probes_done(s, "first") >= 1.0
+    })
+    .await;
+
+    let second = account("second", Protocol::Pop3, TlsMode::None, healthy.port(), "");
+    setup.write(&config(
+        "interval: 1s\ntimeout: 900ms",
+        &[("g", first + &second)],
+    ));
+    let pid = child.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_for(addr, "the account added by SIGHUP probed", |s| {
+        probes_done(s, "second") >= 1.0
+    })
+    .await;
+
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+    let logs = logs.await.unwrap().join("\n");
+    assert!(logs.contains("config reloaded"), "{logs}");
+    assert!(!logs.contains(PASSWORD));
+}
