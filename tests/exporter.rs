@@ -51,10 +51,6 @@ impl Setup {
         .await
         .expect("the exporter starts")
     }
-
-    fn ca(&self) -> PathBuf {
-        self.dir.path().join("ca.pem")
-    }
 }
 
 /// One account line of a YAML config.
