@@ -41,8 +41,13 @@ pub(crate) fn advise(f: &Facts<'_>) -> Option<String> {
             match t.protocol {
                 Protocol::Pop3 => out.push(format!(
                     "{refused} advertised but rejected (the server likely stores hashed \
-                     passwords and cannot verify it); pin auth_mode: {method} so that no \
-                     failed login precedes every check"
+                     passwords and cannot verify {}); pin auth_mode: {method} so that no \
+                     failed login precedes every check",
+                    if rejected(f.attempts).len() > 1 {
+                        "them"
+                    } else {
+                        "it"
+                    }
                 )),
                 Protocol::Imap => out.push(format!(
                     "the server advertises {refused} but rejected it (likely hashed passwords); \

@@ -317,10 +317,16 @@ impl<'a> Session<'a> {
 
     async fn handshake(&mut self, stream: Box<dyn Stream>) -> Result<Box<dyn Stream>, ProbeError> {
         let settings = &self.target.tls;
-        let connector = tls::connector(settings.verify, settings.ca_file.as_deref())?;
         let host = self.target.host.clone();
+        // Building the connector (the trust store) happens once per setting, on first use;
+        // it is counted as TLS time.
         let tls_stream = self
-            .timed(Phase::Tls, tls::handshake(&connector, &host, stream))
+            .timed(Phase::Tls, async {
+                let connector = tls::connector(settings.verify, settings.ca_file.as_deref())?;
+                tls::handshake(&connector, &host, stream)
+                    .await
+                    .map_err(ProbeError::from)
+            })
             .await?;
         self.cert_expiry = tls::cert_expiry(&tls_stream);
         self.note(if settings.verify {
