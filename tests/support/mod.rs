@@ -7,7 +7,7 @@
 
 // Each integration test crate compiles its own copy of this module and uses a different
 // subset of it.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod dovecot;
 pub mod http;
@@ -81,7 +81,13 @@ pub fn peer_or_skip(peer: &Peer, test: &str) -> Option<PathBuf> {
     if let Some(path) = find_binary(peer.binary) {
         return Some(path);
     }
-    let message = missing_peer_message(peer, test);
+    skip_or_panic(&missing_peer_message(peer, test));
+    None
+}
+
+/// Says loudly on stderr that a test is skipped for `message`'s reason, which should start
+/// with `SKIPPED (real peer missing):`; panics instead when peers are required.
+pub fn skip_or_panic(message: &str) {
     if peers_required() {
         panic!("{message} ({REQUIRE_PEERS_ENV}=1 makes a missing peer an error)");
     }
@@ -93,7 +99,6 @@ pub fn peer_or_skip(peer: &Peer, test: &str) -> Option<PathBuf> {
         format!("\n{banner}\n{message}\n{banner}\n").as_bytes(),
     )
     .ok();
-    None
 }
 
 /// `Some(path to dovecot)`, or `None` after a loud skip message (a panic when peers are required).
