@@ -7,10 +7,11 @@
 
 // Each integration test crate compiles its own copy of this module and uses a different
 // subset of it.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod dovecot;
 pub mod http;
+pub mod prometheus;
 
 use std::env;
 use std::path::{Path, PathBuf};
