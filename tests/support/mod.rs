@@ -11,6 +11,7 @@
 
 pub mod dovecot;
 pub mod http;
+pub mod prometheus;
 
 use std::env;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,519 @@
+//! The shipped Prometheus rules and Grafana dashboards, against the real Prometheus: promtool's
+//! checks and unit tests, then the exporter probing simulated servers and scraped by a real
+//! Prometheus, where every dashboard query and rule must return data and the group alert must
+//! fire and resolve within what its rule promises.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use mailbox_exporter::app::{self, RunOptions};
+use mailbox_exporter::sim::{Behavior, SimServer, SimSpec, sim_certificate};
+use mailbox_exporter::verdict::{Protocol, TlsMode};
+use serde_json::Value;
+
+use support::prometheus::{Prometheus, promtool, repo_root, with_for};
+
+const DASHBOARDS: [&str; 2] = [
+    "dashboards/mailbox-overview.json",
+    "dashboards/mailbox-account.json",
+];
+
+/// The `for:` every rule gets in the end-to-end test.
+const TEST_FOR: Duration = Duration::from_secs(2);
+/// Probe interval of the end-to-end test's accounts (the minimum the config allows).
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Scrape and evaluation interval of the test's Prometheus.
+const SCRAPE_INTERVAL: Duration = Duration::from_secs(1);
+/// Slack for loaded CI machines on top of what the rules promise.
+const MARGIN: Duration = Duration::from_secs(8);
+
+#[test]
+fn rules_pass_promtool_check() {
+    let Some(promtool_bin) = support::promtool_or_skip("rules_pass_promtool_check") else {
+        return;
+    };
+    let dir = repo_root().join("deploy/prometheus");
+    let out = promtool(&promtool_bin, &dir, &["check", "rules", "rules.yml"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SUCCESS"));
+}
+
+#[test]
+fn rules_pass_their_unit_tests() {
+    let Some(promtool_bin) = support::promtool_or_skip("rules_pass_their_unit_tests") else {
+        return;
+    };
+    let dir = repo_root().join("deploy/prometheus");
+    promtool(&promtool_bin, &dir, &["test", "rules", "rules.test.yml"]);
+}
+
+#[test]
+fn every_alert_has_a_unit_test() {
+    let root = repo_root().join("deploy/prometheus");
+    let rules = std::fs::read_to_string(root.join("rules.yml")).unwrap();
+    let tests = std::fs::read_to_string(root.join("rules.test.yml")).unwrap();
+    let alerts: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    assert!(alerts.len() >= 10, "{alerts:?}");
+    for alert in alerts {
+        let tested = |firing: bool| {
+            tests.split("- alertname: ").skip(1).any(|case| {
+                case.starts_with(&format!("{alert}\n")) && case.contains("exp_alerts: []") != firing
+            })
+        };
+        assert!(tested(true), "{alert} has no test where it fires");
+        assert!(tested(false), "{alert} has no test where it does not fire");
+    }
+}
+
+#[test]
+fn example_config_passes_promtool_check() {
+    let Some(promtool_bin) = support::promtool_or_skip("example_config_passes_promtool_check")
+    else {
+        return;
+    };
+    // prometheus.yml names rules.yml relative to itself.
+    let dir = repo_root().join("deploy/prometheus");
+    promtool(&promtool_bin, &dir, &["check", "config", "prometheus.yml"]);
+}
+
+#[test]
+fn dashboards_are_well_formed() {
+    for path in DASHBOARDS {
+        let dashboard = read_json(&repo_root().join(path));
+        assert!(dashboard.get("__inputs").is_none(), "{path}");
+        assert!(dashboard["schemaVersion"].as_u64().unwrap() >= 36, "{path}");
+        let vars: BTreeMap<&str, &Value> = dashboard["templating"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| (v["name"].as_str().unwrap(), v))
+            .collect();
+        assert_eq!(vars["datasource"]["type"], "datasource", "{path}");
+        assert_eq!(vars["datasource"]["query"], "prometheus", "{path}");
+        for name in ["group", "account", "server"] {
+            let query = vars[name]["query"].as_str().unwrap_or_default();
+            assert!(query.starts_with("label_values("), "{path}: ${name}");
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for panel in panels(&dashboard) {
+            assert!(
+                ids.insert(panel["id"].as_u64().unwrap()),
+                "{path}: duplicate id"
+            );
+            if panel["type"] == "row" {
+                continue;
+            }
+            assert_eq!(panel["datasource"]["uid"], "${datasource}", "{path}");
+            assert!(
+                !targets(panel).is_empty(),
+                "{path}: {} has no query",
+                panel["title"]
+            );
+        }
+    }
+}
+
+/// The exporter against simulated servers, scraped by a real Prometheus with the shipped rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dashboards_and_rules_work_against_real_prometheus() {
+    let Some(prometheus_bin) =
+        support::prometheus_or_skip("dashboards_and_rules_work_against_real_prometheus")
+    else {
+        return;
+    };
+    let started = Instant::now();
+    let mut lab = Lab::start().await;
+    let running = app::start(RunOptions {
+        config_file: lab.config_file(),
+        listen_address: "127.0.0.1:0".parse().unwrap(),
+        web_config_file: None,
+        shard: None,
+    })
+    .await
+    .expect("the exporter starts");
+
+    let rules = std::fs::read_to_string(repo_root().join("deploy/prometheus/rules.yml")).unwrap();
+    let test_for = format!("{}s", TEST_FOR.as_secs());
+    let rules = with_for(&rules, &test_for);
+    let prometheus = Prometheus::start(&prometheus_bin, running.addr, &rules).await;
+
+    eventually(
+        "the exporter is scraped",
+        Duration::from_secs(20),
+        || async {
+            match prometheus.target_health().await.as_deref() {
+                Some("up") => Ok(()),
+                other => Err(format!("target health {other:?}")),
+            }
+        },
+    )
+    .await;
+
+    // Every probe has run and enough scrapes are stored for the rates: then every panel and
+    // every recording rule has data.
+    let queries = dashboard_queries();
+    eventually(
+        "every dashboard query returns data",
+        Duration::from_secs(30),
+        || async {
+            let mut problems = Vec::new();
+            for (what, expr) in &queries {
+                match prometheus.query(expr).await {
+                    Ok(result) if !result.is_empty() => {}
+                    Ok(_) => problems.push(format!("{what}: no data: {expr}")),
+                    Err(e) => problems.push(format!("{what}: {e}: {expr}")),
+                }
+            }
+            if problems.is_empty() {
+                Ok(())
+            } else {
+                Err(problems.join("\n"))
+            }
+        },
+    )
+    .await;
+
+    eventually("every rule evaluates", Duration::from_secs(10), || async {
+        let rules = prometheus.rules().await;
+        let mut problems = Vec::new();
+        for rule in &rules {
+            let name = rule["name"].as_str().unwrap_or_default();
+            let expr = rule["query"].as_str().unwrap_or_default();
+            if rule["health"] != "ok" {
+                problems.push(format!(
+                    "{name}: health {} {}",
+                    rule["health"], rule["lastError"]
+                ));
+            }
+            match (rule["type"].as_str(), prometheus.query(expr).await) {
+                (_, Err(e)) => problems.push(format!("{name}: {e}")),
+                (Some("recording"), Ok(result)) if result.is_empty() => {
+                    problems.push(format!("{name}: no data"));
+                }
+                _ => {}
+            }
+            if rule["type"] == "recording" && prometheus.query(name).await.unwrap().is_empty() {
+                problems.push(format!("{name}: not recorded yet"));
+            }
+        }
+        if rules.len() < 19 {
+            problems.push(format!("only {} rules loaded", rules.len()));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("\n"))
+        }
+    })
+    .await;
+    assert!(
+        firing(&prometheus, "MailboxGroupNotAuthenticating", "frontdesk")
+            .await
+            .is_none(),
+        "frontdesk pages while healthy"
+    );
+
+    // Within: the rule's `for:`, a probe, a scrape, two evaluations (the recording rule, then
+    // the alert), and slack.
+    let promised = TEST_FOR + PROBE_INTERVAL + SCRAPE_INTERVAL * 3 + MARGIN;
+
+    // The frontdesk group's only server goes away: the group pages, and the server alert says
+    // it is the server, not the credentials.
+    let outage = Instant::now();
+    lab.frontdesk.take().unwrap().shutdown().await;
+    let frontdesk_server = format!("127.0.0.1:{}", lab.frontdesk_port);
+    eventually("the frontdesk group pages", promised, || async {
+        let page = firing(&prometheus, "MailboxGroupNotAuthenticating", "frontdesk").await;
+        let server = prometheus.alerts().await.into_iter().any(|a| {
+            a["labels"]["alertname"] == "MailboxServerFailing"
+                && a["labels"]["server"] == frontdesk_server.as_str()
+                && a["state"] == "firing"
+        });
+        match (page, server) {
+            (Some(page), true) => {
+                assert_eq!(page["labels"]["severity"], "page");
+                Ok(())
+            }
+            (page, server) => Err(format!("page {page:?}, server alert firing: {server}")),
+        }
+    })
+    .await;
+    let fired_after = outage.elapsed();
+    for group in ["support", "billing"] {
+        assert!(
+            firing(&prometheus, "MailboxGroupNotAuthenticating", group)
+                .await
+                .is_none(),
+            "{group} pages although some of its accounts log in"
+        );
+    }
+
+    // The accounts move to a healthy server: the page resolves.
+    lab.move_frontdesk_to_spare();
+    running.reload().await.expect("the new config loads");
+    let recovery = Instant::now();
+    eventually("the frontdesk page resolves", promised, || async {
+        match firing(&prometheus, "MailboxGroupNotAuthenticating", "frontdesk").await {
+            None => Ok(()),
+            Some(alert) => Err(format!("still firing: {alert}")),
+        }
+    })
+    .await;
+    eprintln!(
+        "group alert fired {:.1} s after the outage, resolved {:.1} s after the reload; \
+         whole test {:.1} s",
+        fired_after.as_secs_f64(),
+        recovery.elapsed().as_secs_f64(),
+        started.elapsed().as_secs_f64(),
+    );
+
+    drop(prometheus);
+    running.shutdown().await;
+}
+
+/// The firing alert `name` of `group`, if any.
+async fn firing(prometheus: &Prometheus, name: &str, group: &str) -> Option<Value> {
+    prometheus.alerts().await.into_iter().find(|a| {
+        a["labels"]["alertname"] == name && a["labels"]["group"] == group && a["state"] == "firing"
+    })
+}
+
+/// Polls `check` until it passes, and panics with its last complaint after `within`.
+async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        let last = match check().await {
+            Ok(()) => return,
+            Err(e) => e,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {within:?}:\n{last}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Every panel, including those nested in collapsed rows.
+fn panels(dashboard: &Value) -> Vec<&Value> {
+    let mut out = Vec::new();
+    for panel in dashboard["panels"].as_array().into_iter().flatten() {
+        out.push(panel);
+        out.extend(panel["panels"].as_array().into_iter().flatten());
+    }
+    out
+}
+
+fn targets(panel: &Value) -> Vec<&str> {
+    panel["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["expr"].as_str())
+        .collect()
+}
+
+/// `(where, PromQL)` of every panel query and every variable's `label_values` selector, with
+/// Grafana's variables replaced as Grafana would for "All" over this short test.
+fn dashboard_queries() -> Vec<(String, String)> {
+    let mut queries = Vec::new();
+    for path in DASHBOARDS {
+        let dashboard = read_json(&repo_root().join(path));
+        for panel in panels(&dashboard) {
+            for (i, expr) in targets(panel).into_iter().enumerate() {
+                let what = format!("{path}: {} #{i}", panel["title"]);
+                queries.push((what, substitute(expr)));
+            }
+        }
+        for var in dashboard["templating"]["list"].as_array().unwrap() {
+            let Some(query) = var["query"].as_str() else {
+                continue;
+            };
+            if let Some(args) = query
+                .strip_prefix("label_values(")
+                .and_then(|q| q.strip_suffix(')'))
+            {
+                let (selector, label) = args.rsplit_once(',').unwrap();
+                let expr = format!("count by ({}) ({})", label.trim(), substitute(selector));
+                queries.push((format!("{path}: ${}", var["name"].as_str().unwrap()), expr));
+            }
+        }
+    }
+    queries
+}
+
+fn substitute(expr: &str) -> String {
+    let mut expr = expr.to_string();
+    for (from, to) in [
+        ("$__rate_interval", "1m"),
+        ("$__interval", "1m"),
+        ("$__range", "5m"),
+    ] {
+        expr = expr.replace(from, to);
+    }
+    for var in ["group", "account", "server"] {
+        expr = expr
+            .replace(&format!("${{{var}}}"), ".*")
+            .replace(&format!("${var}"), ".*");
+    }
+    assert!(!expr.contains('$'), "an unknown variable in {expr}");
+    expr
+}
+
+const PASSWORD: &str = "lab-password";
+
+/// The simulated servers and the exporter's config: one account for each thing a panel shows,
+/// and a `frontdesk` group whose only server can be stopped.
+struct Lab {
+    dir: tempfile::TempDir,
+    /// The frontdesk group's server, until the outage.
+    frontdesk: Option<SimServer>,
+    frontdesk_port: u16,
+    /// Healthy POP3 over TLS: the frontdesk accounts after the reload, and the wrong password.
+    spare: SimServer,
+    others: Vec<SimServer>,
+    dead_port: u16,
+    frontdesk_on_spare: bool,
+}
+
+impl Lab {
+    async fn start() -> Lab {
+        let pop3 = |tls, behavior| SimSpec::new(Protocol::Pop3, tls, behavior);
+        let users = |spec: SimSpec, names: &[&str]| {
+            names
+                .iter()
+                .fold(spec, |spec, name| spec.user(user(name), PASSWORD))
+        };
+        let start = |spec| async { SimServer::start(spec).await.expect("a simulated server") };
+        let frontdesk = start(users(
+            pop3(TlsMode::Implicit, Behavior::Healthy),
+            &["frontdesk-1", "frontdesk-2"],
+        ))
+        .await;
+        let spare = start(users(
+            pop3(TlsMode::Implicit, Behavior::Healthy),
+            &["frontdesk-1", "frontdesk-2", "billing-wrong-password"],
+        ))
+        .await;
+        let imap = start(users(
+            SimSpec::new(Protocol::Imap, TlsMode::Implicit, Behavior::Healthy),
+            &["support-imap"],
+        ))
+        .await;
+        let trap = start(users(
+            pop3(TlsMode::Implicit, Behavior::UnverifiableDigests),
+            &["support-apop-trap"],
+        ))
+        .await;
+        let cleartext = start(users(
+            pop3(TlsMode::None, Behavior::CleartextOnly),
+            &["billing-cleartext"],
+        ))
+        .await;
+        let dead_port = support::prometheus::free_port();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), &sim_certificate().cert_pem).unwrap();
+        let lab = Lab {
+            dir,
+            frontdesk_port: frontdesk.port(),
+            frontdesk: Some(frontdesk),
+            spare,
+            others: vec![imap, trap, cleartext],
+            dead_port,
+            frontdesk_on_spare: false,
+        };
+        lab.write_config();
+        lab
+    }
+
+    fn config_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("config.yaml")
+    }
+
+    fn move_frontdesk_to_spare(&mut self) {
+        self.frontdesk_on_spare = true;
+        self.write_config();
+    }
+
+    fn write_config(&self) {
+        let port = |i: usize| self.others[i].port();
+        let frontdesk = if self.frontdesk_on_spare {
+            self.spare.port()
+        } else {
+            self.frontdesk_port
+        };
+        let account = |name: &str, port: u16, protocol: &str, tls: &str, password: &str| {
+            format!(
+                "      - name: {name}\n        server: 127.0.0.1:{port}\n        \
+                 protocol: {protocol}\n        tls: {tls}\n        username: {}\n        \
+                 password: {password}\n",
+                user(name)
+            )
+        };
+        let mut yaml = format!(
+            "interval: {}s\ntimeout: 500ms\ndefaults:\n  ca_file: {:?}\ngroups:\n",
+            PROBE_INTERVAL.as_secs(),
+            self.dir.path().join("ca.pem").display().to_string()
+        );
+        yaml.push_str("  - name: frontdesk\n    accounts:\n");
+        for name in ["frontdesk-1", "frontdesk-2"] {
+            yaml.push_str(&account(name, frontdesk, "pop3", "implicit", PASSWORD));
+        }
+        yaml.push_str("  - name: support\n    accounts:\n");
+        yaml.push_str(&account(
+            "support-imap",
+            port(0),
+            "imap",
+            "implicit",
+            PASSWORD,
+        ));
+        yaml.push_str(&account(
+            "support-apop-trap",
+            port(1),
+            "pop3",
+            "implicit",
+            PASSWORD,
+        ));
+        yaml.push_str("  - name: billing\n    accounts:\n");
+        yaml.push_str(&account(
+            "billing-cleartext",
+            port(2),
+            "pop3",
+            "none",
+            PASSWORD,
+        ));
+        yaml.push_str(&account(
+            "billing-wrong-password",
+            self.spare.port(),
+            "pop3",
+            "implicit",
+            "not-the-password",
+        ));
+        yaml.push_str(&account(
+            "billing-dead",
+            self.dead_port,
+            "pop3",
+            "implicit",
+            PASSWORD,
+        ));
+        std::fs::write(self.config_file(), yaml).unwrap();
+    }
+}
+
+fn user(name: &str) -> String {
+    format!("{name}@lab.example")
+}
