@@ -258,10 +258,12 @@ impl<L: Ledger, P: Prober> Scheduler<L, P> {
     /// in flight the old and new limits both count. If the config sender is dropped, the last
     /// config stays in force.
     ///
-    /// Schedule lag: when a probe gets its global permit, the ledger hears how late it is
-    /// compared with when it was due, minus the time it waited for its own server's permit.
-    /// That wait is the server's slowness (or the per-server limit at work), not the pool's;
-    /// the lag measures only whether the pool as a whole keeps up.
+    /// Schedule lag: when a probe starts, the ledger hears how late it is because of the
+    /// pool: the delay between its due time and its task starting, plus the time it waited
+    /// for a global slot. A probe asks for a global slot first and, when its server is at the
+    /// per-server limit, gives the slot back while it waits for the server: that wait is the
+    /// server's slowness (or the per-server limit at work), not the pool's, and is not lag.
+    /// So the lag measures whether the pool as a whole keeps up.
     ///
     /// Shutdown: no probe starts after `shutdown` fires (probes still waiting for a permit are
     /// dropped). Probes in flight may finish, to log out politely, for up to the longest
@@ -640,7 +642,7 @@ impl<L: Ledger> Drop for InFlight<'_, L> {
     }
 }
 
-/// One due probe: waits for its server's permit, then a global one, then probes and records.
+/// One due probe: waits for a global slot and its server's permit, then probes and records.
 /// Returns the backoff factor for the gap to the next probe, or `None` when shutdown came
 /// before the permits.
 async fn probe_when_permitted<L: Ledger, P: Prober>(
@@ -654,18 +656,32 @@ async fn probe_when_permitted<L: Ledger, P: Prober>(
 ) -> Option<u32> {
     let queued = Instant::now();
     let permits = async {
-        let server = server.acquire_owned().await.ok()?;
-        let server_wait = queued.elapsed();
-        let global = global.acquire_owned().await.ok()?;
-        Some((server, global, server_wait))
+        // The pool slot is asked for first, so that a pool that cannot keep up shows as lag;
+        // when the account's server is at its own limit, the slot is given back while
+        // waiting for the server, so a slow or dead server never holds slots that other
+        // servers' accounts need, and that wait is not counted as the pool's lag.
+        let asked = Instant::now();
+        let slot = Arc::clone(&global).acquire_owned().await.ok()?;
+        let mut pool_wait = asked.elapsed();
+        if let Ok(server_permit) = Arc::clone(&server).try_acquire_owned() {
+            return Some((server_permit, slot, pool_wait));
+        }
+        drop(slot);
+        let server_permit = server.acquire_owned().await.ok()?;
+        let asked = Instant::now();
+        let slot = global.acquire_owned().await.ok()?;
+        pool_wait += asked.elapsed();
+        Some((server_permit, slot, pool_wait))
     };
-    let (_server, _global, server_wait) = tokio::select! {
+    let (_server, _global, pool_wait) = tokio::select! {
         biased;
         _ = stop.wait_for(|stop| *stop) => return None,
         permits = permits => permits?,
     };
-    let late = Instant::now().saturating_duration_since(due);
-    ledger.schedule_lag(late.saturating_sub(server_wait));
+    // Late by the time the task started after its due time, plus the time it waited for a
+    // pool slot.
+    let dispatch = queued.saturating_duration_since(due);
+    ledger.schedule_lag(dispatch + pool_wait);
     let plan = ledger.plan(&account.name);
     let in_flight = InFlight::new(&*ledger);
     let verdict = prober.probe(account.target.clone(), plan.preferred).await;
