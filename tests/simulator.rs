@@ -614,3 +614,46 @@ async fn dead_port_is_a_connect_error() {
     let v = run(&t).await;
     assert_failure(&v, Reason::Connect, &[]);
 }
+
+/// A server (or a man in the middle) that answers STLS and, in the same packet, a line meant
+/// to be read as if it came through TLS (CVE-2011-0411): the upgrade must be refused.
+#[tokio::test]
+async fn bytes_sent_ahead_of_the_tls_handshake_refuse_the_upgrade() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(read).lines();
+        write.write_all(b"+OK ready\r\n").await.unwrap();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let reply: &[u8] = match line.as_str() {
+                "CAPA" => b"+OK\r\nUSER\r\nSTLS\r\n.\r\n",
+                "STLS" => b"+OK Begin TLS\r\n+OK injected before the handshake\r\n",
+                _ => b"-ERR\r\n",
+            };
+            write.write_all(reply).await.unwrap();
+        }
+    });
+    let sim = server_with(SimSpec::new(
+        Protocol::Pop3,
+        TlsMode::None,
+        Behavior::Healthy,
+    ))
+    .await;
+    let mut t = target(&sim, TlsMode::Starttls);
+    t.port = port;
+    let v = run(&t).await;
+    assert_failure(&v, Reason::Tls, &[]);
+    assert!(
+        v.detail
+            .as_deref()
+            .unwrap()
+            .contains("before the TLS handshake"),
+        "{:?}",
+        v.detail
+    );
+    assert!(!v.cleartext);
+    server.abort();
+}
