@@ -110,13 +110,19 @@ impl Config {
         path: &Path,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors::single(ConfigError::new(
-                "",
-                "",
-                format!("cannot read {path:?}: {e}"),
-            ))
-        })?;
+        let text = read_bounded(path, MAX_CONFIG_FILE)
+            .and_then(|bytes| {
+                String::from_utf8(bytes).map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text")
+                })
+            })
+            .map_err(|e| {
+                ConfigErrors::single(ConfigError::new(
+                    "",
+                    "",
+                    format!("cannot read {path:?}: {e}"),
+                ))
+            })?;
         let base_dir = path.parent().unwrap_or(Path::new(""));
         let config = Config::from_str_with_env(&text, Format::from_path(path), base_dir, env)?;
         if config.account_count() == 0 {
@@ -810,7 +816,7 @@ impl Validator<'_> {
             }
         } else if let Some(v) = &raw.password_file {
             let path = self.path(location, "password_file", v)?;
-            match std::fs::read(&path) {
+            match read_bounded(&path, MAX_PASSWORD_FILE) {
                 Err(e) => {
                     self.error(
                         location,
@@ -1235,9 +1241,33 @@ fn parse_server(s: &str) -> Result<(String, Option<u16>), String> {
     Ok((host.to_string(), port))
 }
 
+/// Largest configuration file read: 10,000 accounts take about 2 MiB.
+const MAX_CONFIG_FILE: u64 = 64 * 1024 * 1024;
+/// Largest password file read: a password, not a document.
+const MAX_PASSWORD_FILE: u64 = 64 * 1024;
+/// Largest CA file read: a bundle of every public root is under 1 MiB.
+const MAX_CA_FILE: u64 = 4 * 1024 * 1024;
+
+/// Reads a whole file, refusing one larger than `limit` bytes (or a device that never ends).
+fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {limit} bytes"),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// The file must hold at least one PEM certificate and nothing that fails to parse.
 fn check_ca_file(path: &Path) -> Result<(), String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {path:?}: {e}"))?;
+    let bytes =
+        read_bounded(path, MAX_CA_FILE).map_err(|e| format!("cannot read {path:?}: {e}"))?;
     let mut certificates = 0;
     for pem in x509_parser::pem::Pem::iter_from_buffer(&bytes) {
         let pem = pem.map_err(|e| format!("{path:?} is not valid PEM: {e}"))?;
@@ -1633,6 +1663,22 @@ auth_mode = "pass"
         assert_eq!(e.len(), 1);
         assert!(
             e[0].starts_with(&format!("{A}: password_file: cannot read {path:?}: ")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn endless_or_huge_files_are_refused_not_read_forever() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = errors_with(Config::from_str_with_env(
+            &one_account("        password_file: /dev/zero\n"),
+            Format::Yaml,
+            dir.path(),
+            env(&[]),
+        ));
+        assert_eq!(e.len(), 1);
+        assert!(
+            e[0].contains("password_file: cannot read \"/dev/zero\": larger than 65536 bytes"),
             "{e:?}"
         );
     }
