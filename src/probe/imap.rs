@@ -2,6 +2,8 @@
 //! AUTHENTICATE CRAM-MD5, AUTHENTICATE PLAIN (with SASL-IR when offered) and LOGIN unless
 //! LOGINDISABLED, strongest first.
 
+use tokio::time::Instant;
+
 use crate::proto::imap::{self, Capabilities, Code, Response, Status};
 use crate::proto::sasl;
 use crate::verdict::{Method, Phase, TlsMode};
@@ -383,10 +385,10 @@ impl Dialect for Imap {
         }
     }
 
-    async fn goodbye(&self, link: &mut Link<Caps>) {
+    async fn goodbye(&self, link: &mut Link<Caps>, until: Instant) {
         let tag = link.caps.tag();
         let conn = &mut link.conn;
-        let _ = tokio::time::timeout(super::GOODBYE_TIMEOUT, async {
+        let _ = tokio::time::timeout_at(until, async {
             conn.send(&format!("{tag} LOGOUT")).await?;
             done(conn, &tag).await
         })

@@ -202,8 +202,8 @@ pub(crate) trait Dialect {
     async fn attempt(&self, s: &mut Session<'_>, link: &mut Link<Self::Caps>, m: Method)
     -> RungEnd;
 
-    /// QUIT or LOGOUT, politely and briefly.
-    async fn goodbye(&self, link: &mut Link<Self::Caps>);
+    /// QUIT or LOGOUT, politely and briefly: the answer is awaited until `until` at most.
+    async fn goodbye(&self, link: &mut Link<Self::Caps>, until: Instant);
 }
 
 /// The state of one probe across its connections.
@@ -351,6 +351,12 @@ impl<'a> Session<'a> {
         Ok(Connection::new(stream, self.take_transcript()))
     }
 
+    /// How long a goodbye may wait for its answer: briefly, and never past the probe's
+    /// deadline (a server that made the probe time out gets no further grace).
+    pub fn goodbye_deadline(&self) -> Instant {
+        self.deadline.min(Instant::now() + GOODBYE_TIMEOUT)
+    }
+
     fn take_transcript(&mut self) -> Transcript {
         std::mem::take(&mut self.transcript)
     }
@@ -394,14 +400,14 @@ async fn ladder<D: Dialect>(s: &mut Session<'_>, d: &D) -> Result<Option<Method>
     let rungs = match d.plan(s, &link) {
         Ok(rungs) => rungs,
         Err(e) => {
-            d.goodbye(&mut link).await;
+            d.goodbye(&mut link, s.goodbye_deadline()).await;
             s.release(link.conn);
             return Err(e);
         }
     };
     if rungs.is_empty() {
         // Pre-authenticated: there was nothing to try.
-        d.goodbye(&mut link).await;
+        d.goodbye(&mut link, s.goodbye_deadline()).await;
         s.release(link.conn);
         return Ok(None);
     }
@@ -413,7 +419,7 @@ async fn ladder<D: Dialect>(s: &mut Session<'_>, d: &D) -> Result<Option<Method>
         match d.attempt(s, &mut link, method).await {
             RungEnd::Success => {
                 s.record(method, AttemptResult::Success);
-                d.goodbye(&mut link).await;
+                d.goodbye(&mut link, s.goodbye_deadline()).await;
                 s.release(link.conn);
                 return Ok(Some(method));
             }
@@ -433,13 +439,13 @@ async fn ladder<D: Dialect>(s: &mut Session<'_>, d: &D) -> Result<Option<Method>
             }
             RungEnd::Failed(e) | RungEnd::Lost(e) => {
                 s.record(method, AttemptResult::Error);
-                d.goodbye(&mut link).await;
+                d.goodbye(&mut link, s.goodbye_deadline()).await;
                 s.release(link.conn);
                 return Err(e);
             }
         }
     }
-    d.goodbye(&mut link).await;
+    d.goodbye(&mut link, s.goodbye_deadline()).await;
     s.release(link.conn);
     Err(combine(rejections))
 }

@@ -2,6 +2,8 @@
 //! AUTH CRAM-MD5 and USER/PASS. Nothing but CAPA and STLS is sent before a login: a NOOP there
 //! is an error that some clients take for a dead connection.
 
+use tokio::time::Instant;
+
 use crate::conn::DEFAULT_MAX_RESPONSE;
 use crate::proto::pop3::{self, Capabilities, Refusal, Reply};
 use crate::proto::sasl;
@@ -258,9 +260,9 @@ impl Dialect for Pop3 {
         }
     }
 
-    async fn goodbye(&self, link: &mut Link<Caps>) {
+    async fn goodbye(&self, link: &mut Link<Caps>, until: Instant) {
         let conn = &mut link.conn;
-        let _ = tokio::time::timeout(super::GOODBYE_TIMEOUT, async {
+        let _ = tokio::time::timeout_at(until, async {
             conn.send("QUIT").await?;
             read_reply(conn).await
         })
