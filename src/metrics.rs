@@ -31,11 +31,6 @@ const BUCKET_LABELS: [&str; 11] = [
 /// long enough that a 15 s or 30 s scrape interval sees every spike.
 pub const LAG_WINDOW_SECS: u64 = 60;
 
-const RESULTS: [AttemptResult; 3] = [
-    AttemptResult::Success,
-    AttemptResult::Rejected,
-    AttemptResult::Error,
-];
 
 /// The exporter's state. The rest of the code calls its `observe`-style methods.
 pub struct Metrics {
@@ -618,7 +613,7 @@ fn write_exposition(out: &mut String, inner: &Inner, in_flight: i64, lag: f64) -
     )?;
     for e in accounts() {
         for &m in e.account.target.protocol.methods() {
-            for r in RESULTS {
+            for r in AttemptResult::ALL {
                 out.push_str(name);
                 out.push('{');
                 out.push_str(&e.labels);

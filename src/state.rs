@@ -11,11 +11,6 @@ use crate::verdict::{AttemptResult, Method, Reason, Verdict};
 /// with a 5 min interval a wrong password is still retried every 80 min.
 pub const MAX_BACKOFF_FACTOR: u32 = 16;
 
-const RESULTS: [AttemptResult; 3] = [
-    AttemptResult::Success,
-    AttemptResult::Rejected,
-    AttemptResult::Error,
-];
 
 /// What the last probe of an account found, and when it finished.
 #[derive(Debug, Clone)]
@@ -46,7 +41,7 @@ pub struct LastProbe {
 ///   get that far keep the previous one.
 #[derive(Debug, Clone, Default)]
 pub struct AccountState {
-    /// `[method][result]`, indexed like [`Method::ALL`] and `RESULTS`. Every method is
+    /// `[method][result]`, indexed like [`Method::ALL`] and [`AttemptResult::ALL`]. Every method is
     /// counted; the exposition shows the account's protocol's.
     attempts: [[u64; 3]; Method::ALL.len()],
     /// Indexed like [`Reason::ALL`].
@@ -108,7 +103,7 @@ fn method_index(m: Method) -> usize {
 }
 
 fn result_index(r: AttemptResult) -> usize {
-    RESULTS.iter().position(|&x| x == r).unwrap_or(0)
+    AttemptResult::ALL.iter().position(|&x| x == r).unwrap_or(0)
 }
 
 fn reason_index(r: Reason) -> usize {

@@ -192,6 +192,12 @@ pub enum AttemptResult {
 }
 
 impl AttemptResult {
+    pub const ALL: [AttemptResult; 3] = [
+        AttemptResult::Success,
+        AttemptResult::Rejected,
+        AttemptResult::Error,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             AttemptResult::Success => "success",
