@@ -385,6 +385,7 @@ impl RawConfig {
             base_dir,
             env,
             errors: Vec::new(),
+            ca_files: HashMap::new(),
         };
         let config = v.config(self);
         if v.errors.is_empty() {
@@ -461,6 +462,8 @@ struct Validator<'a> {
     base_dir: &'a Path,
     env: &'a HashMap<String, String>,
     errors: Vec<ConfigError>,
+    /// Each CA file is read and parsed once, however many accounts name it.
+    ca_files: HashMap<PathBuf, Result<(), String>>,
 }
 
 impl Validator<'_> {
@@ -946,7 +949,7 @@ impl Validator<'_> {
                 .and_then(|v| self.boolean(location, "tls_verify", v)),
             ca_file: raw.ca_file.as_ref().and_then(|v| {
                 let path = self.path(location, "ca_file", v)?;
-                check_ca_file(&path)
+                self.check_ca_file(&path)
                     .map_err(|message| self.error(location, "ca_file", message))
                     .ok()?;
                 Some(path)
@@ -966,6 +969,18 @@ impl Validator<'_> {
                 MAX_TIMEOUT,
             ),
         }
+    }
+
+    /// The file must hold PEM certificates the prober can load.
+    fn check_ca_file(&mut self, path: &Path) -> Result<(), String> {
+        self.ca_files
+            .entry(path.to_path_buf())
+            .or_insert_with(|| {
+                crate::tls::load_ca_file(path)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
     }
 
     /// A probe that can outlast its interval would overlap the next one.
@@ -1245,8 +1260,6 @@ fn parse_server(s: &str) -> Result<(String, Option<u16>), String> {
 const MAX_CONFIG_FILE: u64 = 64 * 1024 * 1024;
 /// Largest password file read: a password, not a document.
 const MAX_PASSWORD_FILE: u64 = 64 * 1024;
-/// Largest CA file read: a bundle of every public root is under 1 MiB.
-const MAX_CA_FILE: u64 = 4 * 1024 * 1024;
 
 /// Reads a whole file, refusing one larger than `limit` bytes (or a device that never ends).
 fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
@@ -1262,25 +1275,6 @@ fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
         ));
     }
     Ok(bytes)
-}
-
-/// The file must hold at least one PEM certificate and nothing that fails to parse.
-fn check_ca_file(path: &Path) -> Result<(), String> {
-    let bytes =
-        read_bounded(path, MAX_CA_FILE).map_err(|e| format!("cannot read {path:?}: {e}"))?;
-    let mut certificates = 0;
-    for pem in x509_parser::pem::Pem::iter_from_buffer(&bytes) {
-        let pem = pem.map_err(|e| format!("{path:?} is not valid PEM: {e}"))?;
-        if pem.label == "CERTIFICATE" {
-            pem.parse_x509()
-                .map_err(|e| format!("{path:?} holds a certificate that does not parse: {e}"))?;
-            certificates += 1;
-        }
-    }
-    if certificates == 0 {
-        return Err(format!("{path:?} holds no PEM certificate"));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

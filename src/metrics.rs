@@ -31,7 +31,6 @@ const BUCKET_LABELS: [&str; 11] = [
 /// long enough that a 15 s or 30 s scrape interval sees every spike.
 pub const LAG_WINDOW_SECS: u64 = 60;
 
-
 /// The exporter's state. The rest of the code calls its `observe`-style methods.
 pub struct Metrics {
     inner: RwLock<Inner>,

@@ -11,7 +11,6 @@ use crate::verdict::{AttemptResult, Method, Reason, Verdict};
 /// with a 5 min interval a wrong password is still retried every 80 min.
 pub const MAX_BACKOFF_FACTOR: u32 = 16;
 
-
 /// What the last probe of an account found, and when it finished.
 #[derive(Debug, Clone)]
 pub struct LastProbe {

@@ -13,7 +13,7 @@ const MAX_CA_FILE: u64 = 4 * 1024 * 1024;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read CA file {path}: {detail}")]
+    #[error("CA file {path}: {detail}")]
     CaFile { path: PathBuf, detail: String },
     #[error("TLS setup failed: {0}")]
     Setup(String),
@@ -58,7 +58,9 @@ fn build(verify: bool, ca_file: Option<&Path>) -> Result<TlsConnector, TlsError>
     Ok(TlsConnector::from(connector))
 }
 
-/// Reads every PEM certificate of a CA file; an empty or non-PEM file is an error.
+/// Reads every PEM certificate of a CA file; an empty or non-PEM file, or one holding a
+/// certificate that does not parse, is an error. Configuration validation uses it too, so
+/// a file accepted there is one the prober can use.
 pub fn load_ca_file(path: &Path) -> Result<Vec<native_tls::Certificate>, TlsError> {
     use std::io::Read;
     let fail = |detail: String| TlsError::CaFile {
@@ -67,8 +69,11 @@ pub fn load_ca_file(path: &Path) -> Result<Vec<native_tls::Certificate>, TlsErro
     };
     let mut pem = Vec::new();
     std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_CA_FILE).read_to_end(&mut pem))
-        .map_err(|e| fail(e.to_string()))?;
+        .and_then(|f| f.take(MAX_CA_FILE + 1).read_to_end(&mut pem))
+        .map_err(|e| fail(format!("cannot read it: {e}")))?;
+    if pem.len() as u64 > MAX_CA_FILE {
+        return Err(fail(format!("larger than {MAX_CA_FILE} bytes")));
+    }
     let text = String::from_utf8_lossy(&pem);
     let mut certs = Vec::new();
     let mut rest = text.as_ref();
@@ -76,16 +81,16 @@ pub fn load_ca_file(path: &Path) -> Result<Vec<native_tls::Certificate>, TlsErro
     const END: &str = "-----END CERTIFICATE-----";
     while let Some(start) = rest.find(BEGIN) {
         let Some(len) = rest[start..].find(END) else {
-            return Err(fail("unterminated PEM certificate".into()));
+            return Err(fail("holds an unterminated PEM certificate".into()));
         };
         let block = &rest[start..start + len + END.len()];
         let cert = native_tls::Certificate::from_pem(block.as_bytes())
-            .map_err(|e| fail(format!("invalid certificate: {e}")))?;
+            .map_err(|e| fail(format!("holds a certificate that does not parse: {e}")))?;
         certs.push(cert);
         rest = &rest[start + len + END.len()..];
     }
     if certs.is_empty() {
-        return Err(fail("no PEM certificate found".into()));
+        return Err(fail("holds no PEM certificate".into()));
     }
     Ok(certs)
 }
