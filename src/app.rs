@@ -273,6 +273,8 @@ impl<E: Exporter> Reload for Reloader<E> {
             match loaded {
                 Ok(config) => {
                     let accounts = config.account_count();
+                    // CA files named by the config may have been renewed: read them again.
+                    crate::tls::forget_connectors();
                     self.exporter.apply_config(&config);
                     self.config.send_replace(Arc::new(config));
                     self.exporter.config_reload(true, now);

@@ -23,12 +23,23 @@ pub enum TlsError {
 
 type Key = (bool, Option<PathBuf>);
 
-/// A connector for these settings, built on first use and shared afterwards (building one loads
-/// the system trust store, which is too slow to do per probe).
-pub fn connector(verify: bool, ca_file: Option<&Path>) -> Result<TlsConnector, TlsError> {
+fn cache() -> &'static Mutex<HashMap<Key, TlsConnector>> {
     static CACHE: OnceLock<Mutex<HashMap<Key, TlsConnector>>> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// Drops every cached connector, so that CA files are read again on next use: a reload of the
+/// configuration calls it, so a renewed CA file takes effect without a restart.
+pub fn forget_connectors() {
+    cache().lock().unwrap_or_else(|e| e.into_inner()).clear();
+}
+
+/// A connector for these settings, built on first use and shared until
+/// [`forget_connectors`] (building one loads the system trust store, which is too slow to do
+/// per probe).
+pub fn connector(verify: bool, ca_file: Option<&Path>) -> Result<TlsConnector, TlsError> {
     let key = (verify, ca_file.map(Path::to_path_buf));
-    let cache = CACHE.get_or_init(Default::default);
+    let cache = cache();
     if let Some(found) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
         return Ok(found.clone());
     }
@@ -155,6 +166,29 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(missing.contains("missing.pem"), "{missing}");
+    }
+
+    #[test]
+    fn forgotten_connectors_read_their_ca_file_again() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let ca = rcgen::CertificateParams::new(vec!["ca".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("renewed.pem");
+        std::fs::write(&path, ca.pem()).unwrap();
+        assert!(connector(true, Some(&path)).is_ok());
+        std::fs::write(&path, "not a certificate any more").unwrap();
+        assert!(
+            connector(true, Some(&path)).is_ok(),
+            "cached until forgotten"
+        );
+        forget_connectors();
+        assert!(
+            connector(true, Some(&path)).is_err(),
+            "read again after forgetting"
+        );
     }
 
     #[test]
