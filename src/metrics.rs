@@ -535,37 +535,22 @@ fn unlabelled(out: &mut String, name: &str, value: impl Sample) {
     out.push('\n');
 }
 
-/// `name{labels} value`.
-fn series(out: &mut String, name: &str, labels: &str, value: impl Sample) -> fmt::Result {
+/// `name{labels,key="label",...} value`; the extra labels are fixed enum strings, never
+/// free text.
+fn series(out: &mut String, name: &str, labels: &str, extra: &[(&str, &str)], value: impl Sample) {
     out.push_str(name);
     out.push('{');
     out.push_str(labels);
+    for (key, label) in extra {
+        out.push(',');
+        out.push_str(key);
+        out.push_str("=\"");
+        out.push_str(label);
+        out.push('"');
+    }
     out.push_str("} ");
     value.write_to(out);
     out.push('\n');
-    Ok(())
-}
-
-/// `name{labels,key="value"} value`; `label` is a fixed enum string, never free text.
-fn series1(
-    out: &mut String,
-    name: &str,
-    labels: &str,
-    key: &str,
-    label: &str,
-    value: impl Sample,
-) -> fmt::Result {
-    out.push_str(name);
-    out.push('{');
-    out.push_str(labels);
-    out.push(',');
-    out.push_str(key);
-    out.push_str("=\"");
-    out.push_str(label);
-    out.push_str("\"} ");
-    value.write_to(out);
-    out.push('\n');
-    Ok(())
 }
 
 fn write_exposition(out: &mut String, inner: &Inner, in_flight: i64, lag: f64) -> fmt::Result {
@@ -579,7 +564,7 @@ fn write_exposition(out: &mut String, inner: &Inner, in_flight: i64, lag: f64) -
         "Whether the last probe logged in (1) or not (0).",
     )?;
     for e in accounts() {
-        series(out, name, &e.labels, e.state.success())?;
+        series(out, name, &e.labels, &[], e.state.success());
     }
 
     let name = "mailbox_auth_method";
@@ -592,14 +577,13 @@ fn write_exposition(out: &mut String, inner: &Inner, in_flight: i64, lag: f64) -
     for e in accounts() {
         let current = e.state.last_success_method();
         for &m in e.account.target.protocol.methods() {
-            series1(
+            series(
                 out,
                 name,
                 &e.labels,
-                "method",
-                m.as_str(),
+                &[("method", m.as_str())],
                 current == Some(m),
-            )?;
+            );
         }
     }
 
@@ -613,16 +597,8 @@ fn write_exposition(out: &mut String, inner: &Inner, in_flight: i64, lag: f64) -
     for e in accounts() {
         for &m in e.account.target.protocol.methods() {
             for r in AttemptResult::ALL {
-                out.push_str(name);
-                out.push('{');
-                out.push_str(&e.labels);
-                out.push_str(",method=\"");
-                out.push_str(m.as_str());
-                out.push_str("\",result=\"");
-                out.push_str(r.as_str());
-                out.push_str("\"} ");
-                e.state.attempts(m, r).write_to(out);
-                out.push('\n');
+                let labels = [("method", m.as_str()), ("result", r.as_str())];
+                series(out, name, &e.labels, &labels, e.state.attempts(m, r));
             }
         }
     }
@@ -631,14 +607,13 @@ fn write_exposition(out: &mut String, inner: &Inner, in_flight: i64, lag: f64) -
     header(out, name, "counter", "Failed probes, by reason.")?;
     for e in accounts() {
         for r in Reason::ALL {
-            series1(
+            series(
                 out,
                 name,
                 &e.labels,
-                "reason",
-                r.as_str(),
+                &[("reason", r.as_str())],
                 e.state.failures(r),
-            )?;
+            );
         }
     }
 
@@ -650,7 +625,7 @@ fn write_exposition(out: &mut String, inner: &Inner, in_flight: i64, lag: f64) -
         "Probes that failed in a row, up to now.",
     )?;
     for e in accounts() {
-        series(out, name, &e.labels, e.state.consecutive_failures())?;
+        series(out, name, &e.labels, &[], e.state.consecutive_failures());
     }
 
     let name = "mailbox_auth_fallback";
@@ -662,7 +637,7 @@ fn write_exposition(out: &mut String, inner: &Inner, in_flight: i64, lag: f64) -
          rejected: pin the auth mode (POP3) or fix the server's mechanism list (IMAP).",
     )?;
     for e in accounts() {
-        series(out, name, &e.labels, e.state.fallback())?;
+        series(out, name, &e.labels, &[], e.state.fallback());
     }
 
     let name = "mailbox_auth_cleartext";
@@ -673,7 +648,7 @@ fn write_exposition(out: &mut String, inner: &Inner, in_flight: i64, lag: f64) -
         "1 when the last probe sent the password unencrypted, whatever the outcome.",
     )?;
     for e in accounts() {
-        series(out, name, &e.labels, e.state.cleartext())?;
+        series(out, name, &e.labels, &[], e.state.cleartext());
     }
 
     let name = "mailbox_probe_phase_seconds";
@@ -686,14 +661,13 @@ fn write_exposition(out: &mut String, inner: &Inner, in_flight: i64, lag: f64) -
     for e in accounts() {
         let phases = e.state.last().map(|l| l.verdict.phases).unwrap_or_default();
         for p in Phase::ALL {
-            series1(
+            series(
                 out,
                 name,
                 &e.labels,
-                "phase",
-                p.as_str(),
+                &[("phase", p.as_str())],
                 phases.get(p).as_secs_f64(),
-            )?;
+            );
         }
     }
 
@@ -729,7 +703,7 @@ fn write_exposition(out: &mut String, inner: &Inner, in_flight: i64, lag: f64) -
         "When the last successful login finished, seconds since the epoch (0: never).",
     )?;
     for e in accounts() {
-        series(out, name, &e.labels, Timestamp(e.state.last_success()))?;
+        series(out, name, &e.labels, &[], Timestamp(e.state.last_success()));
     }
 
     let name = "mailbox_last_probe_timestamp_seconds";
@@ -740,12 +714,8 @@ fn write_exposition(out: &mut String, inner: &Inner, in_flight: i64, lag: f64) -
         "When the last probe finished, seconds since the epoch (0: never).",
     )?;
     for e in accounts() {
-        series(
-            out,
-            name,
-            &e.labels,
-            Timestamp(e.state.last().map(|l| l.finished)),
-        )?;
+        let finished = e.state.last().map(|l| l.finished);
+        series(out, name, &e.labels, &[], Timestamp(finished));
     }
 
     let name = "mailbox_tls_cert_expiry_timestamp_seconds";
@@ -758,7 +728,7 @@ fn write_exposition(out: &mut String, inner: &Inner, in_flight: i64, lag: f64) -
     )?;
     for e in accounts() {
         if let Some(expiry) = e.state.cert_expiry() {
-            series(out, name, &e.labels, expiry)?;
+            series(out, name, &e.labels, &[], expiry);
         }
     }
 
@@ -770,7 +740,7 @@ fn write_exposition(out: &mut String, inner: &Inner, in_flight: i64, lag: f64) -
         "1 while probing of this account is slowed down after repeated credential rejections.",
     )?;
     for e in accounts() {
-        series(out, name, &e.labels, e.state.backoff())?;
+        series(out, name, &e.labels, &[], e.state.backoff());
     }
 
     let name = "mailbox_account_info";
@@ -799,7 +769,7 @@ fn write_exposition(out: &mut String, inner: &Inner, in_flight: i64, lag: f64) -
     let name = "mailbox_group_accounts";
     header(out, name, "gauge", "Accounts configured in the group.")?;
     for (g, (total, _)) in inner.groups.values().zip(&counts) {
-        series(out, name, &g.labels, *total)?;
+        series(out, name, &g.labels, &[], *total);
     }
 
     let name = "mailbox_group_accounts_authenticated";
@@ -810,7 +780,7 @@ fn write_exposition(out: &mut String, inner: &Inner, in_flight: i64, lag: f64) -
         "Accounts of the group whose last probe logged in.",
     )?;
     for (g, (_, authenticated)) in inner.groups.values().zip(&counts) {
-        series(out, name, &g.labels, *authenticated)?;
+        series(out, name, &g.labels, &[], *authenticated);
     }
 
     let name = "mailbox_exporter_build_info";
