@@ -4,7 +4,6 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, UNIX_EPOCH};
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
@@ -330,10 +329,7 @@ fn verdict_line(verdict: &Verdict) -> String {
 
 /// RFC 3339 for a sane epoch timestamp, the raw number otherwise.
 fn format_timestamp(seconds: i64) -> String {
-    match u64::try_from(seconds)
-        .ok()
-        .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)))
-    {
+    match crate::verdict::expiry_time(seconds) {
         Some(t) => humantime::format_rfc3339_seconds(t).to_string(),
         None => seconds.to_string(),
     }
@@ -391,6 +387,7 @@ mod tests {
     use crate::secret::Password;
     use crate::verdict::{AttemptResult, TlsMode};
     use serde_json::{Value, json};
+    use std::time::Duration;
 
     fn account(protocol: Protocol) -> Account {
         Account {

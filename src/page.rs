@@ -329,9 +329,7 @@ pub fn account_page(view: &AccountView) -> String {
     fact(&mut out, "Last probe", &time(view.last_probe));
     fact(&mut out, "Last success", &time(view.last_success));
     if let Some(expiry) = view.cert_expiry {
-        let at = u64::try_from(expiry)
-            .ok()
-            .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s));
+        let at = crate::verdict::expiry_time(expiry);
         fact(&mut out, "Certificate expires", &time(at));
     }
     out.push_str("</table>\n");

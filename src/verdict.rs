@@ -1,7 +1,7 @@
 //! What one probe found: the vocabulary shared by probes, metrics, the CLI and the web page.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
@@ -357,6 +357,13 @@ impl Serialize for Phases {
         }
         map.end()
     }
+}
+
+/// A certificate expiry (seconds since the epoch, as in [`Verdict::cert_expiry`]) as a time;
+/// `None` for one before the epoch or beyond what the clock can represent.
+pub fn expiry_time(seconds: i64) -> Option<SystemTime> {
+    let seconds = u64::try_from(seconds).ok()?;
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(seconds))
 }
 
 /// Everything one probe found out.
