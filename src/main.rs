@@ -82,17 +82,7 @@ fn serve(options: RunOptions) -> Exit {
             Ok(app::run(options, shutdown, reload_rx).await)
         })
     });
-    match result {
-        Ok(Ok(())) => Exit::Ok,
-        Ok(Err(e)) => {
-            eprintln!("{e}");
-            Exit::Failed
-        }
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            Exit::Failed
-        }
-    }
+    exit_of(result)
 }
 
 fn run_demo(args: &DemoArgs) -> Exit {
@@ -103,6 +93,11 @@ fn run_demo(args: &DemoArgs) -> Exit {
     let result = runtime().and_then(|runtime| {
         runtime.block_on(async { Ok(demo::run(options, termination()?).await) })
     });
+    exit_of(result)
+}
+
+/// A service's end: its own error (which explains itself) or a failure to set it up.
+fn exit_of<E: std::fmt::Display>(result: anyhow::Result<Result<(), E>>) -> Exit {
     match result {
         Ok(Ok(())) => Exit::Ok,
         Ok(Err(e)) => {

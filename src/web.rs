@@ -444,16 +444,14 @@ impl<B: Backend> Routes<B> {
                 let encoded = tokio::task::spawn_blocking(move || {
                     let text = backend.metrics();
                     if gzip {
-                        gzip_bytes(text.as_bytes()).map(Some)
+                        gzip_bytes(text.as_bytes()).map(Bytes::from)
                     } else {
-                        Ok(None)
+                        Ok(Bytes::from(text))
                     }
-                    .map(|zipped| (text, zipped))
                 })
                 .await;
-                let (status, body, gzipped) = match encoded {
-                    Ok(Ok((_, Some(zipped)))) => (StatusCode::OK, Bytes::from(zipped), true),
-                    Ok(Ok((text, None))) => (StatusCode::OK, Bytes::from(text), false),
+                let body = match encoded {
+                    Ok(Ok(body)) => body,
                     Ok(Err(e)) => {
                         tracing::error!(error = %e, "cannot compress the metrics");
                         return text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode\n");
@@ -463,10 +461,10 @@ impl<B: Backend> Routes<B> {
                         return text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode\n");
                     }
                 };
-                let mut response = respond(status, METRICS_CONTENT_TYPE, body);
+                let mut response = respond(StatusCode::OK, METRICS_CONTENT_TYPE, body);
                 let h = response.headers_mut();
                 h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
-                if gzipped {
+                if gzip {
                     h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
                 }
                 response
