@@ -31,11 +31,99 @@ pub enum ConnError {
     Io(#[from] io::Error),
 }
 
+/// Splits what a stream delivers into lines, never holding more than one line's worth (plus
+/// one read) however long a line the peer sends. The prober's [`Connection`] and the
+/// simulator's server side both read through it.
+#[derive(Debug)]
+pub struct LineBuffer {
+    buf: Vec<u8>,
+    max_line: usize,
+}
+
+impl LineBuffer {
+    pub fn new(max_line: usize) -> Self {
+        LineBuffer {
+            buf: Vec::with_capacity(READ_CHUNK),
+            max_line,
+        }
+    }
+
+    /// Bytes received and not yet returned.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next line without its CRLF (or bare LF); `None` once the peer closed the stream.
+    pub async fn read_line<R: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut R,
+    ) -> Result<Option<Vec<u8>>, ConnError> {
+        let mut scanned = 0;
+        loop {
+            if let Some(pos) = self.buf[scanned..].iter().position(|&b| b == b'\n') {
+                let end = scanned + pos;
+                let mut line: Vec<u8> = self.buf.drain(..=end).collect();
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                if line.len() > self.max_line {
+                    return Err(self.too_long());
+                }
+                return Ok(Some(line));
+            }
+            scanned = self.buf.len();
+            if self.buf.len() > self.max_line {
+                return Err(self.too_long());
+            }
+            if !self.fill(stream).await? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Exactly `n` raw bytes (an IMAP literal); `None` once the peer closed the stream first.
+    /// Callers bound `n`.
+    pub async fn read_exact<R: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut R,
+        n: usize,
+    ) -> Result<Option<Vec<u8>>, ConnError> {
+        while self.buf.len() < n {
+            if !self.fill(stream).await? {
+                return Ok(None);
+            }
+        }
+        Ok(Some(self.buf.drain(..n).collect()))
+    }
+
+    /// Reads once more; false at the end of the stream.
+    async fn fill<R: AsyncRead + Unpin>(&mut self, stream: &mut R) -> io::Result<bool> {
+        let old = self.buf.len();
+        self.buf.resize(old + READ_CHUNK, 0);
+        match stream.read(&mut self.buf[old..]).await {
+            Ok(n) => {
+                self.buf.truncate(old + n);
+                Ok(n > 0)
+            }
+            Err(e) => {
+                self.buf.truncate(old);
+                Err(e)
+            }
+        }
+    }
+
+    fn too_long(&self) -> ConnError {
+        ConnError::LineTooLong {
+            limit: self.max_line,
+        }
+    }
+}
+
 /// A line-oriented connection with a bounded read buffer.
 pub struct Connection<S> {
     stream: S,
-    buf: Vec<u8>,
-    max_line: usize,
+    lines: LineBuffer,
     transcript: Transcript,
 }
 
@@ -43,14 +131,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     pub fn new(stream: S, transcript: Transcript) -> Self {
         Connection {
             stream,
-            buf: Vec::with_capacity(READ_CHUNK),
-            max_line: DEFAULT_MAX_LINE,
+            lines: LineBuffer::new(DEFAULT_MAX_LINE),
             transcript,
         }
     }
 
     pub fn with_max_line(mut self, max_line: usize) -> Self {
-        self.max_line = max_line;
+        self.lines.max_line = max_line;
         self
     }
 
@@ -89,36 +176,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     async fn read_raw_line(&mut self) -> Result<String, ConnError> {
-        let mut scanned = 0;
-        loop {
-            if let Some(pos) = self.buf[scanned..].iter().position(|&b| b == b'\n') {
-                let end = scanned + pos;
-                let mut line: Vec<u8> = self.buf.drain(..=end).collect();
-                line.pop();
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
-                return Ok(String::from_utf8_lossy(&line).into_owned());
-            }
-            scanned = self.buf.len();
-            if self.buf.len() > self.max_line {
-                return Err(ConnError::LineTooLong {
-                    limit: self.max_line,
-                });
-            }
-            let old = self.buf.len();
-            self.buf.resize(old + READ_CHUNK, 0);
-            let n = match self.stream.read(&mut self.buf[old..]).await {
-                Ok(n) => n,
-                Err(e) => {
-                    self.buf.truncate(old);
-                    return Err(e.into());
-                }
-            };
-            self.buf.truncate(old + n);
-            if n == 0 {
-                return Err(ConnError::Closed);
-            }
+        match self.lines.read_line(&mut self.stream).await? {
+            Some(line) => Ok(String::from_utf8_lossy(&line).into_owned()),
+            None => Err(ConnError::Closed),
         }
     }
 
@@ -154,9 +214,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Gives the stream back for a TLS upgrade. Refused while the server has sent bytes we have
     /// not read: they would be taken as coming from inside the TLS session (CVE-2011-0411).
     pub fn into_parts(self) -> Result<(S, Transcript), (ConnError, Transcript)> {
-        if !self.buf.is_empty() {
+        if self.lines.buffered() > 0 {
             return Err((
-                ConnError::BufferedBeforeUpgrade(self.buf.len()),
+                ConnError::BufferedBeforeUpgrade(self.lines.buffered()),
                 self.transcript,
             ));
         }

@@ -6,13 +6,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_native_tls::{TlsAcceptor, TlsStream};
 
+use crate::conn::{ConnError, LineBuffer};
+
 use super::MAX_LINE;
 
-const READ_CHUNK: usize = 4096;
 /// Size of each write of an endless line: big enough to be cheap, small enough to stop soon.
 const ENDLESS_CHUNK: usize = 1024;
 
@@ -65,14 +66,14 @@ impl AsyncWrite for Stream {
 /// One connection as the server sees it.
 pub(super) struct Wire {
     stream: Stream,
-    buf: Vec<u8>,
+    lines: LineBuffer,
 }
 
 impl Wire {
     pub(super) fn new(stream: Stream) -> Self {
         Wire {
             stream,
-            buf: Vec::new(),
+            lines: LineBuffer::new(MAX_LINE),
         }
     }
 
@@ -83,43 +84,19 @@ impl Wire {
     /// The next line without its CRLF (or bare LF); `None` when the client has gone. A line
     /// longer than [`MAX_LINE`] is an error: the caller closes, as real servers do.
     pub(super) async fn read_line(&mut self) -> io::Result<Option<Vec<u8>>> {
-        loop {
-            if let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
-                let mut line: Vec<u8> = self.buf.drain(..=end).collect();
-                line.pop();
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
-                if line.len() > MAX_LINE {
-                    return Err(too_long());
-                }
-                return Ok(Some(line));
-            }
-            if self.buf.len() > MAX_LINE {
-                return Err(too_long());
-            }
-            if !self.fill().await? {
-                return Ok(None);
-            }
-        }
+        self.lines
+            .read_line(&mut self.stream)
+            .await
+            .map_err(into_io)
     }
 
     /// Exactly `n` raw bytes (an IMAP literal); `None` when the client goes away first.
     /// Callers bound `n`.
     pub(super) async fn read_exact(&mut self, n: usize) -> io::Result<Option<Vec<u8>>> {
-        while self.buf.len() < n {
-            if !self.fill().await? {
-                return Ok(None);
-            }
-        }
-        Ok(Some(self.buf.drain(..n).collect()))
-    }
-
-    async fn fill(&mut self) -> io::Result<bool> {
-        let mut chunk = [0u8; READ_CHUNK];
-        let n = self.stream.read(&mut chunk).await?;
-        self.buf.extend_from_slice(&chunk[..n]);
-        Ok(n > 0)
+        self.lines
+            .read_exact(&mut self.stream, n)
+            .await
+            .map_err(into_io)
     }
 
     pub(super) async fn send(&mut self, text: &str) -> io::Result<()> {
@@ -165,6 +142,12 @@ impl Wire {
     }
 }
 
-fn too_long() -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, "command line too long")
+fn into_io(e: ConnError) -> io::Error {
+    match e {
+        ConnError::Io(e) => e,
+        ConnError::LineTooLong { .. } => {
+            io::Error::new(io::ErrorKind::InvalidData, "command line too long")
+        }
+        other => io::Error::other(other.to_string()),
+    }
 }
