@@ -163,64 +163,52 @@ impl Dialect for Imap {
     type Caps = Caps;
 
     async fn open(&self, s: &mut Session<'_>) -> Result<Link<Caps>, ProbeError> {
-        let (mut conn, tls) = s.connect().await?;
+        let (mut conn, mut tls) = s.connect().await?;
         let mut state = Caps {
             caps: Capabilities::default(),
             preauth: false,
             next_tag: 0,
         };
-        match negotiate(s, &mut conn, &mut state).await {
-            Ok(()) => {}
-            Err(e) => {
-                s.release(conn);
-                return Err(e);
+        let starttls = s.target.tls.mode == TlsMode::Starttls;
+        let greeted = async {
+            negotiate(s, &mut conn, &mut state).await?;
+            if !starttls || state.preauth {
+                return Ok(false);
             }
-        }
-        if s.target.tls.mode == TlsMode::Starttls && !state.preauth {
             if !state.caps.starttls() {
-                s.release(conn);
                 return Err(ProbeError::Tls(
                     "tls: starttls, but the server does not advertise STARTTLS".into(),
                 ));
             }
             let tag = state.tag();
-            let go = s
+            let d = s
                 .timed(Phase::Tls, async {
                     conn.send(&format!("{tag} STARTTLS")).await?;
                     done(&mut conn, &tag).await
                 })
-                .await;
-            match go {
-                Ok(d) if d.status == Status::Ok => {}
-                Ok(d) => {
-                    s.release(conn);
-                    return Err(ProbeError::Tls(format!(
-                        "the server refused STARTTLS: {}",
-                        said(&d)
-                    )));
-                }
-                Err(e) => {
-                    s.release(conn);
-                    return Err(e);
+                .await?;
+            if d.status != Status::Ok {
+                return Err(ProbeError::Tls(format!(
+                    "the server refused STARTTLS: {}",
+                    said(&d)
+                )));
+            }
+            Ok(true)
+        }
+        .await;
+        match greeted {
+            Ok(false) => {}
+            Ok(true) => {
+                conn = s.upgrade(conn).await?;
+                tls = true;
+                // Capabilities from before TLS are not to be trusted.
+                let tag = state.tag();
+                match s.timed(Phase::Tls, capability(&mut conn, &tag)).await {
+                    Ok(caps) => state.caps = caps,
+                    Err(e) => return Err(s.abandon(conn, e)),
                 }
             }
-            conn = s.upgrade(conn).await?;
-            // Capabilities from before TLS are not to be trusted.
-            let tag = state.tag();
-            match s.timed(Phase::Tls, capability(&mut conn, &tag)).await {
-                Ok(caps) => state.caps = caps,
-                Err(e) => {
-                    s.release(conn);
-                    return Err(e);
-                }
-            }
-            s.oauth_offered |= state.caps.oauth();
-            return Ok(Link {
-                conn,
-                tls: true,
-                caps: state,
-                used: false,
-            });
+            Err(e) => return Err(s.abandon(conn, e)),
         }
         s.oauth_offered |= state.caps.oauth();
         Ok(Link {

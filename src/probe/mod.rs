@@ -365,6 +365,12 @@ impl<'a> Session<'a> {
     pub fn release(&mut self, conn: Conn) {
         self.transcript = conn.into_transcript();
     }
+
+    /// Gives up on a connection after `e`: takes its transcript back and passes `e` on.
+    pub fn abandon(&mut self, conn: Conn, e: ProbeError) -> ProbeError {
+        self.release(conn);
+        e
+    }
 }
 
 /// Runs one probe. `preferred` is the method that worked last time: BEST tries it first and

@@ -40,7 +40,8 @@ impl Dialect for Pop3 {
 
     async fn open(&self, s: &mut Session<'_>) -> Result<Link<Caps>, ProbeError> {
         let (mut conn, mut tls) = s.connect().await?;
-        let result = async {
+        let starttls = s.target.tls.mode == TlsMode::Starttls;
+        let greeted = async {
             let greeting = s.timed(Phase::Greeting, read_reply(&mut conn)).await?;
             if !greeting.ok {
                 return Err(ProbeError::ServerBusy(format!(
@@ -49,47 +50,35 @@ impl Dialect for Pop3 {
                 )));
             }
             let timestamp = pop3::apop_timestamp(&greeting.text).map(str::to_string);
-            let mut caps = s.timed(Phase::Greeting, capa(&mut conn)).await?;
-            Ok((timestamp, caps.take()))
-        }
-        .await;
-        let (timestamp, mut capa_found) = match result {
-            Ok(found) => found,
-            Err(e) => {
-                s.release(conn);
-                return Err(e);
-            }
-        };
-        if s.target.tls.mode == TlsMode::Starttls {
-            let go = s
-                .timed(Phase::Tls, async {
-                    conn.send("STLS").await?;
-                    read_reply(&mut conn).await
-                })
-                .await;
-            match go {
-                Ok(reply) if reply.ok => {}
-                Ok(reply) => {
-                    s.release(conn);
+            let capa = s.timed(Phase::Greeting, capa(&mut conn)).await?;
+            if starttls {
+                let reply = s
+                    .timed(Phase::Tls, async {
+                        conn.send("STLS").await?;
+                        read_reply(&mut conn).await
+                    })
+                    .await?;
+                if !reply.ok {
                     return Err(ProbeError::Tls(format!(
                         "the server refused STLS: -ERR {}",
                         reply.text
                     )));
                 }
-                Err(e) => {
-                    s.release(conn);
-                    return Err(e);
-                }
             }
+            Ok((timestamp, capa))
+        }
+        .await;
+        let (timestamp, mut capa_found) = match greeted {
+            Ok(found) => found,
+            Err(e) => return Err(s.abandon(conn, e)),
+        };
+        if starttls {
             conn = s.upgrade(conn).await?;
             tls = true;
             // Capabilities from before TLS are not to be trusted.
             capa_found = match s.timed(Phase::Tls, capa(&mut conn)).await {
                 Ok(caps) => caps,
-                Err(e) => {
-                    s.release(conn);
-                    return Err(e);
-                }
+                Err(e) => return Err(s.abandon(conn, e)),
             };
         }
         Ok(Link {
