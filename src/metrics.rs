@@ -189,14 +189,16 @@ pub struct AccountView {
     /// The certificate's notAfter, seconds since the epoch.
     pub cert_expiry: Option<i64>,
     pub phases: Phases,
-    /// The last probe's redacted dialogue.
+    /// The last probe's redacted dialogue (left empty by [`Metrics::accounts`]).
     pub transcript: Vec<String>,
-    /// The rungs the last probe tried.
+    /// The rungs the last probe tried (left empty by [`Metrics::accounts`]).
     pub attempts: Vec<Attempt>,
 }
 
 impl AccountView {
-    fn new(entry: &Entry) -> AccountView {
+    /// `detail`: with the last transcript and attempts, which only the account's own page
+    /// shows; the list of every account leaves them out rather than copy every transcript.
+    fn new(entry: &Entry, detail: bool) -> AccountView {
         let account = &entry.account;
         let target = &account.target;
         let state = &entry.state;
@@ -226,8 +228,14 @@ impl AccountView {
             last_success: state.last_success(),
             cert_expiry: state.cert_expiry(),
             phases: verdict.map(|v| v.phases).unwrap_or_default(),
-            transcript: verdict.map(|v| v.transcript.clone()).unwrap_or_default(),
-            attempts: verdict.map(|v| v.attempts.clone()).unwrap_or_default(),
+            transcript: verdict
+                .filter(|_| detail)
+                .map(|v| v.transcript.clone())
+                .unwrap_or_default(),
+            attempts: verdict
+                .filter(|_| detail)
+                .map(|v| v.attempts.clone())
+                .unwrap_or_default(),
         }
     }
 }
@@ -318,20 +326,23 @@ impl Metrics {
         }
     }
 
-    /// Every configured account, by group then name.
+    /// Every configured account, by group then name, without transcripts and attempts.
     pub fn accounts(&self) -> Vec<AccountView> {
         self.read()
             .accounts
             .values()
-            .map(AccountView::new)
+            .map(|entry| AccountView::new(entry, false))
             .collect()
     }
 
-    /// One configured account, by name.
+    /// One configured account, by name, with its last transcript and attempts.
     pub fn account(&self, name: &str) -> Option<AccountView> {
         let inner = self.read();
         let key = inner.keys.get(name)?;
-        inner.accounts.get(key).map(AccountView::new)
+        inner
+            .accounts
+            .get(key)
+            .map(|entry| AccountView::new(entry, true))
     }
 
     /// The last configuration (re)load succeeded.

@@ -654,6 +654,12 @@ fn views_carry_the_last_probe() {
         views.iter().map(|v| v.account.as_str()).collect::<Vec<_>>(),
         ["sales-inbox", "support-inbox"]
     );
+    assert!(
+        views
+            .iter()
+            .all(|v| v.transcript.is_empty() && v.attempts.is_empty()),
+        "the list does not copy transcripts"
+    );
     let view = m.account("support-inbox").unwrap();
     assert_eq!(view.group, "support");
     assert_eq!(view.protocol, Protocol::Pop3);
