@@ -383,32 +383,12 @@ pub fn render_json(account: &Account, verdict: &Verdict) -> String {
 mod tests {
     use super::*;
     use crate::config::Format;
-    use crate::probe::{Target, TlsSettings};
-    use crate::secret::Password;
-    use crate::verdict::{AttemptResult, TlsMode};
+    use crate::verdict::AttemptResult;
     use serde_json::{Value, json};
     use std::time::Duration;
 
     fn account(protocol: Protocol) -> Account {
-        Account {
-            group: "support".into(),
-            name: "support-inbox".into(),
-            interval: Duration::from_secs(300),
-            target: Target {
-                protocol,
-                host: "mail.example.com".into(),
-                port: 995,
-                tls: TlsSettings {
-                    mode: TlsMode::Implicit,
-                    verify: true,
-                    ca_file: None,
-                },
-                username: "support@example.com".into(),
-                password: Password::new("hunter2"),
-                auth_mode: AuthMode::Best,
-                timeout: Duration::from_secs(30),
-            },
-        }
+        Account::for_test("support", "support-inbox", protocol)
     }
 
     fn ms(n: u64) -> Duration {

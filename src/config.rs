@@ -98,6 +98,33 @@ pub struct Account {
     pub target: Target,
 }
 
+#[cfg(test)]
+impl Account {
+    /// An account for unit tests: POP3 or IMAP on `mail.example.com:995` with implicit,
+    /// verified TLS, user `NAME@example.com`, BEST, 5 min interval, 30 s timeout.
+    pub(crate) fn for_test(group: &str, name: &str, protocol: Protocol) -> Account {
+        Account {
+            group: group.into(),
+            name: name.into(),
+            interval: DEFAULT_INTERVAL,
+            target: Target {
+                protocol,
+                host: "mail.example.com".into(),
+                port: 995,
+                tls: TlsSettings {
+                    mode: TlsMode::Implicit,
+                    verify: true,
+                    ca_file: None,
+                },
+                username: format!("{name}@example.com"),
+                password: Password::new("hunter2"),
+                auth_mode: AuthMode::Best,
+                timeout: DEFAULT_TIMEOUT,
+            },
+        }
+    }
+}
+
 impl Config {
     /// Loads `path`, with overrides from the process environment.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {

@@ -699,33 +699,17 @@ mod tests {
 
     use super::*;
     use crate::config::Group;
-    use crate::probe::TlsSettings;
-    use crate::secret::Password;
-    use crate::verdict::{AuthMode, Phases, Protocol, TlsMode};
+    use crate::verdict::{Phases, Protocol};
 
     const SECOND: Duration = Duration::from_secs(1);
 
     fn account(name: &str, host: &str, interval: Duration) -> Account {
-        Account {
-            group: "support".into(),
-            name: name.into(),
-            interval,
-            target: Target {
-                protocol: Protocol::Pop3,
-                host: host.into(),
-                port: 995,
-                tls: TlsSettings {
-                    mode: TlsMode::Implicit,
-                    verify: true,
-                    ca_file: None,
-                },
-                // The scripted prober knows accounts by user name.
-                username: name.into(),
-                password: Password::new("hunter2"),
-                auth_mode: AuthMode::Best,
-                timeout: Duration::from_secs(30),
-            },
-        }
+        let mut account = Account::for_test("support", name, Protocol::Pop3);
+        account.interval = interval;
+        account.target.host = host.into();
+        // The scripted prober knows accounts by user name.
+        account.target.username = name.into();
+        account
     }
 
     fn accounts(prefix: &str, host: &str, n: usize, interval: Duration) -> Vec<Account> {

@@ -5,31 +5,11 @@ use std::process::Command;
 
 use super::*;
 use crate::config::Group;
-use crate::probe::TlsSettings;
-use crate::secret::Password;
 use crate::state::tests::{at, failure, success, trap};
 use crate::verdict::AuthMode;
 
 fn account(group: &str, name: &str, protocol: Protocol) -> Account {
-    Account {
-        group: group.into(),
-        name: name.into(),
-        interval: Duration::from_secs(300),
-        target: Target {
-            protocol,
-            host: "mail.example.com".into(),
-            port: 995,
-            tls: TlsSettings {
-                mode: TlsMode::Implicit,
-                verify: true,
-                ca_file: None,
-            },
-            username: format!("{name}@example.com"),
-            password: Password::new("hunter2"),
-            auth_mode: AuthMode::Best,
-            timeout: Duration::from_secs(30),
-        },
-    }
+    Account::for_test(group, name, protocol)
 }
 
 fn config(accounts: Vec<Account>) -> Config {

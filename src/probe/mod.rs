@@ -528,21 +528,15 @@ fn finish(s: Session<'_>, outcome: Result<Option<Method>, ProbeError>) -> Verdic
 mod tests {
     use super::*;
 
+    /// Nothing listens on port 1 of the loopback.
     fn target() -> Target {
-        Target {
-            protocol: Protocol::Pop3,
-            host: "127.0.0.1".into(),
-            port: 1,
-            tls: TlsSettings {
-                mode: TlsMode::None,
-                verify: true,
-                ca_file: None,
-            },
-            username: "u".into(),
-            password: Password::new("pw"),
-            auth_mode: AuthMode::Best,
-            timeout: Duration::from_secs(5),
-        }
+        let mut target = crate::config::Account::for_test("g", "u", Protocol::Pop3).target;
+        target.host = "127.0.0.1".into();
+        target.port = 1;
+        target.tls.mode = TlsMode::None;
+        target.password = Password::new("pw");
+        target.timeout = Duration::from_secs(5);
+        target
     }
 
     #[test]
