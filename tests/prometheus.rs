@@ -200,6 +200,15 @@ async fn dashboards_and_rules_work_against_real_prometheus() {
             if rule["type"] == "recording" && prometheus.query(name).await.unwrap().is_empty() {
                 problems.push(format!("{name}: not recorded yet"));
             }
+            // An alert's expression is empty while nothing is wrong; every series it reads
+            // must have data, or the alert could never fire.
+            if rule["type"] == "alerting" {
+                for series in series_read_by(expr) {
+                    if prometheus.query(&series).await.unwrap().is_empty() {
+                        problems.push(format!("{name}: {series} has no data"));
+                    }
+                }
+            }
         }
         if rules.len() < 19 {
             problems.push(format!("only {} rules loaded", rules.len()));
@@ -274,6 +283,51 @@ async fn dashboards_and_rules_work_against_real_prometheus() {
 
     drop(prometheus);
     running.shutdown().await;
+}
+
+/// The metric and recording-rule names an expression reads, with the label matchers that
+/// follow them (`up{job="mailbox_exporter"}`).
+fn series_read_by(expr: &str) -> Vec<String> {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    let mut found = Vec::new();
+    let mut rest = expr;
+    while let Some(start) = rest.find(|c: char| c.is_ascii_alphabetic()) {
+        let token_len = rest[start..]
+            .find(|c: char| !is_name(c))
+            .unwrap_or(rest.len() - start);
+        let token = &rest[start..start + token_len];
+        let preceded_by_name = rest[..start].ends_with(is_name);
+        let after = &rest[start + token_len..];
+        // Label matchers belong to the name before them; their values are not names.
+        let matchers = match after.find('}') {
+            Some(end) if after.starts_with('{') => &after[..=end],
+            _ => "",
+        };
+        let metric = token.starts_with("mailbox_") || token == "up";
+        if metric && !preceded_by_name {
+            let series = format!("{token}{matchers}");
+            if !found.contains(&series) {
+                found.push(series);
+            }
+        }
+        rest = &after[matchers.len()..];
+    }
+    found
+}
+
+#[test]
+fn series_read_by_an_expression() {
+    assert_eq!(
+        series_read_by(
+            "(mailbox_auth_fallback == 1) * on (instance, group, account) group_left (protocol) \
+             mailbox_account_info and up{job=\"mailbox_exporter\"} == 0 and backup"
+        ),
+        [
+            "mailbox_auth_fallback",
+            "mailbox_account_info",
+            "up{job=\"mailbox_exporter\"}"
+        ]
+    );
 }
 
 /// The firing alert `name` of `group`, if any.
