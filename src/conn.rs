@@ -141,14 +141,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self
     }
 
-    pub fn transcript(&mut self) -> &mut Transcript {
-        &mut self.transcript
-    }
-
-    pub fn get_ref(&self) -> &S {
-        &self.stream
-    }
-
     /// Reads one line, without its CRLF, and records it.
     pub async fn read_line(&mut self) -> Result<String, ConnError> {
         let line = self.read_raw_line().await?;
