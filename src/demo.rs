@@ -233,15 +233,7 @@ fn config_yaml(ports: &[u16], ca_file: &Path) -> String {
             group = case.group;
             let _ = writeln!(yaml, "  - name: {group}\n    accounts:");
         }
-        let protocol = match case.protocol {
-            Protocol::Pop3 => "pop3",
-            Protocol::Imap => "imap",
-        };
-        let tls = match case.tls {
-            TlsMode::Implicit => "implicit",
-            TlsMode::Starttls => "starttls",
-            TlsMode::None => "none",
-        };
+        let (protocol, tls) = (case.protocol, case.tls);
         let _ = writeln!(
             yaml,
             "      - name: {}\n        server: 127.0.0.1:{port}\n        protocol: {protocol}\n        \
