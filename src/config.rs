@@ -935,34 +935,15 @@ impl Validator<'_> {
         Layer {
             protocol: raw.protocol.as_ref().and_then(|v| {
                 let s = self.string(location, "protocol", v)?;
-                match s.to_ascii_lowercase().as_str() {
-                    "pop3" => Some(Protocol::Pop3),
-                    "imap" => Some(Protocol::Imap),
-                    _ => {
-                        self.error(
-                            location,
-                            "protocol",
-                            format!("unknown protocol {s:?}: expected pop3 or imap"),
-                        );
-                        None
-                    }
-                }
+                s.parse::<Protocol>()
+                    .map_err(|message| self.error(location, "protocol", message))
+                    .ok()
             }),
             tls: raw.tls.as_ref().and_then(|v| {
                 let s = self.string(location, "tls", v)?;
-                match s.to_ascii_lowercase().as_str() {
-                    "implicit" => Some(TlsMode::Implicit),
-                    "starttls" => Some(TlsMode::Starttls),
-                    "none" => Some(TlsMode::None),
-                    _ => {
-                        self.error(
-                            location,
-                            "tls",
-                            format!("unknown tls mode {s:?}: expected implicit, starttls or none"),
-                        );
-                        None
-                    }
-                }
+                s.parse::<TlsMode>()
+                    .map_err(|message| self.error(location, "tls", message))
+                    .ok()
             }),
             auth_mode: raw.auth_mode.as_ref().and_then(|v| {
                 let s = self.string(location, "auth_mode", v)?;

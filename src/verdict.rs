@@ -30,6 +30,18 @@ impl Protocol {
     }
 }
 
+impl std::str::FromStr for Protocol {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "pop3" => Ok(Protocol::Pop3),
+            "imap" => Ok(Protocol::Imap),
+            _ => Err(format!("unknown protocol {s:?}: expected pop3 or imap")),
+        }
+    }
+}
+
 impl fmt::Display for Protocol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -63,6 +75,21 @@ impl TlsMode {
             (Protocol::Pop3, _) => 110,
             (Protocol::Imap, TlsMode::Implicit) => 993,
             (Protocol::Imap, _) => 143,
+        }
+    }
+}
+
+impl std::str::FromStr for TlsMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "implicit" => Ok(TlsMode::Implicit),
+            "starttls" => Ok(TlsMode::Starttls),
+            "none" => Ok(TlsMode::None),
+            _ => Err(format!(
+                "unknown tls mode {s:?}: expected implicit, starttls or none"
+            )),
         }
     }
 }
