@@ -76,14 +76,22 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     mut reloads: mpsc::Receiver<()>,
 ) -> Result<(), AppError> {
-    let running = start(options).await?;
     tokio::pin!(shutdown);
+    // Loading reads files, which may hang (a dead network mount) until their deadline: a
+    // signal to stop wins over a load in progress.
+    let running = tokio::select! {
+        started = start(options) => started?,
+        () = &mut shutdown => return Ok(()),
+    };
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             Some(()) = reloads.recv() => {
                 // The outcome is logged and shown by the reload metrics.
-                let _ = running.reload().await;
+                tokio::select! {
+                    _ = running.reload() => {}
+                    () = &mut shutdown => break,
+                }
             }
         }
     }
@@ -95,7 +103,11 @@ pub async fn run(
 pub async fn start(options: RunOptions) -> Result<Running, AppError> {
     // Every input is checked before anything is built, so a bad one is refused without side
     // effects.
-    let config = load(&options.config_file, options.shard)?;
+    let (path, shard) = (options.config_file.clone(), options.shard);
+    // Reading the config and its password files is blocking I/O.
+    let config = tokio::task::spawn_blocking(move || load(&path, shard))
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
     let web_config = load_web_config(options.web_config_file.as_deref()).await?;
     let metrics = Arc::new(Metrics::new());
     let scheduler = Scheduler::new(Arc::clone(&metrics), Arc::new(NetworkProber));

@@ -18,9 +18,15 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::files::Reader;
 use crate::probe::{Target, TlsSettings};
 use crate::secret::Password;
 use crate::verdict::{AuthMode, Protocol, TlsMode};
+
+mod limits;
+
+use limits::name_problem;
+pub use limits::{check_yaml, clip, quote};
 
 /// How often each account is probed unless configured: often enough to page within minutes,
 /// rarely enough not to look like an attack.
@@ -137,7 +143,7 @@ impl Config {
         path: &Path,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigErrors> {
-        let text = read_bounded(path, MAX_CONFIG_FILE)
+        let text = crate::files::read(path, MAX_CONFIG_FILE)
             .and_then(|bytes| {
                 String::from_utf8(bytes).map_err(|_| {
                     std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text")
@@ -151,7 +157,10 @@ impl Config {
                 ))
             })?;
         let base_dir = path.parent().unwrap_or(Path::new(""));
-        let config = Config::from_str_with_env(&text, Format::from_path(path), base_dir, env)?;
+        let env: HashMap<String, String> = env.into_iter().collect();
+        let raw = RawConfig::parse(&text, Format::from_path(path), &env)
+            .map_err(|errors| errors.in_file(path))?;
+        let config = raw.validate(base_dir, &env)?;
         if config.account_count() == 0 {
             tracing::warn!(path = %path.display(), "the configuration has no accounts: nothing will be probed");
         }
@@ -210,7 +219,7 @@ impl ConfigError {
         ConfigError {
             location: location.into(),
             field: field.into(),
-            message: message.into(),
+            message: limits::clip(message.into()),
         }
     }
 }
@@ -233,6 +242,16 @@ pub struct ConfigErrors(Vec<ConfigError>);
 impl ConfigErrors {
     fn single(error: ConfigError) -> Self {
         ConfigErrors(vec![error])
+    }
+
+    /// Errors about the file as a whole say which file.
+    fn in_file(mut self, path: &Path) -> Self {
+        for e in &mut self.0 {
+            if e.location.is_empty() && e.field.is_empty() {
+                e.location = path.display().to_string();
+            }
+        }
+        self
     }
 
     pub fn errors(&self) -> &[ConfigError] {
@@ -365,6 +384,15 @@ impl RawConfig {
         format: Format,
         env: &HashMap<String, String>,
     ) -> Result<RawConfig, ConfigErrors> {
+        if format == Format::Yaml {
+            check_yaml(text).map_err(|message| {
+                ConfigErrors::single(ConfigError::new(
+                    "",
+                    "",
+                    format!("cannot parse the config: {message}"),
+                ))
+            })?;
+        }
         let overrides: config::Map<String, String> =
             env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let built = config::Config::builder()
@@ -412,6 +440,7 @@ impl RawConfig {
             base_dir,
             env,
             errors: Vec::new(),
+            files: Reader::new(),
             ca_files: HashMap::new(),
         };
         let config = v.config(self);
@@ -489,6 +518,8 @@ struct Validator<'a> {
     base_dir: &'a Path,
     env: &'a HashMap<String, String>,
     errors: Vec<ConfigError>,
+    /// Reads password and CA files under a deadline.
+    files: Reader,
     /// Each CA file is read and parsed once, however many accounts name it.
     ca_files: HashMap<PathBuf, Result<(), String>>,
 }
@@ -500,7 +531,7 @@ impl Validator<'_> {
 
     fn unknown_keys(&mut self, location: &str, unknown: &Unknown, known: &[&str]) {
         for key in unknown.0.keys() {
-            let mut message = format!("unknown key {key:?}");
+            let mut message = format!("unknown key {}", quote(key));
             if let Some(close) = known.iter().find(|k| similar(k, key)) {
                 message.push_str(&format!(" (did you mean {close:?}?)"));
             }
@@ -846,7 +877,20 @@ impl Validator<'_> {
             }
         } else if let Some(v) = &raw.password_file {
             let path = self.path(location, "password_file", v)?;
-            match read_bounded(&path, MAX_PASSWORD_FILE) {
+            match self.files.read(&path, MAX_PASSWORD_FILE) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    // A password typed here by mistake must not be repeated.
+                    self.error(
+                        location,
+                        "password_file",
+                        format!(
+                            "no such file (the path is not repeated: it may be a password; \
+                             relative paths are resolved against {:?})",
+                            self.base_dir
+                        ),
+                    );
+                    return None;
+                }
                 Err(e) => {
                     self.error(
                         location,
@@ -879,11 +923,15 @@ impl Validator<'_> {
             let var = self.string(location, "password_env", raw.password_env.as_ref()?)?;
             match self.env.get(&var) {
                 None => {
-                    self.error(
-                        location,
-                        "password_env",
-                        format!("environment variable {var:?} is not set"),
-                    );
+                    // A password typed here by mistake must not be repeated.
+                    let message = if looks_like_variable(&var) {
+                        format!("environment variable {var:?} is not set")
+                    } else {
+                        "no such environment variable (the value is not repeated: it is not \
+                         an upper-case variable name and may be a password)"
+                            .to_string()
+                    };
+                    self.error(location, "password_env", message);
                     return None;
                 }
                 Some(value) => ("password_env", value.clone()),
@@ -936,19 +984,19 @@ impl Validator<'_> {
             protocol: raw.protocol.as_ref().and_then(|v| {
                 let s = self.string(location, "protocol", v)?;
                 s.parse::<Protocol>()
-                    .map_err(|message| self.error(location, "protocol", message))
+                    .map_err(|message| self.error(location, "protocol", requote(message, &s)))
                     .ok()
             }),
             tls: raw.tls.as_ref().and_then(|v| {
                 let s = self.string(location, "tls", v)?;
                 s.parse::<TlsMode>()
-                    .map_err(|message| self.error(location, "tls", message))
+                    .map_err(|message| self.error(location, "tls", requote(message, &s)))
                     .ok()
             }),
             auth_mode: raw.auth_mode.as_ref().and_then(|v| {
                 let s = self.string(location, "auth_mode", v)?;
                 s.parse::<AuthMode>()
-                    .map_err(|message| self.error(location, "auth_mode", message))
+                    .map_err(|message| self.error(location, "auth_mode", requote(message, &s)))
                     .ok()
             }),
             tls_verify: raw
@@ -981,14 +1029,14 @@ impl Validator<'_> {
 
     /// The file must hold PEM certificates the prober can load.
     fn check_ca_file(&mut self, path: &Path) -> Result<(), String> {
-        self.ca_files
-            .entry(path.to_path_buf())
-            .or_insert_with(|| {
-                crate::tls::load_ca_file(path)
-                    .map(drop)
-                    .map_err(|e| e.to_string())
-            })
-            .clone()
+        if let Some(checked) = self.ca_files.get(path) {
+            return checked.clone();
+        }
+        let checked = crate::tls::load_ca_file_with(&mut self.files, path)
+            .map(drop)
+            .map_err(|e| e.to_string());
+        self.ca_files.insert(path.to_path_buf(), checked.clone());
+        checked
     }
 
     /// A probe that can outlast its interval would overlap the next one.
@@ -1016,11 +1064,12 @@ impl Validator<'_> {
             }
             Some(v) => {
                 let s = self.string(location, "name", v)?;
-                if s.trim().is_empty() {
-                    self.error(location, "name", "is empty");
-                    None
-                } else {
-                    Some(s)
+                match name_problem(&s) {
+                    Some(problem) => {
+                        self.error(location, "name", problem);
+                        None
+                    }
+                    None => Some(s),
                 }
             }
         }
@@ -1046,6 +1095,14 @@ impl Validator<'_> {
             self.error(location, field, "is empty");
             return None;
         }
+        if s.len() > MAX_PATH_BYTES || s.contains('\0') {
+            self.error(
+                location,
+                field,
+                format!("{} is not a usable path", quote(&s)),
+            );
+            return None;
+        }
         let path = PathBuf::from(s);
         Some(if path.is_absolute() {
             path
@@ -1064,7 +1121,7 @@ impl Validator<'_> {
                 self.error(
                     location,
                     field,
-                    format!("expected true or false, found {s:?}"),
+                    format!("expected true or false, found {}", quote(s)),
                 );
                 None
             }
@@ -1094,7 +1151,7 @@ impl Validator<'_> {
         match n {
             None => {
                 let found = match value? {
-                    Value::String(s) => format!("{s:?}"),
+                    Value::String(s) => quote(s),
                     other => kind(other).to_string(),
                 };
                 self.error(
@@ -1141,7 +1198,18 @@ impl Validator<'_> {
         let d = match humantime::parse_duration(s.trim()) {
             Ok(d) => d,
             Err(e) => {
-                self.error(location, field, format!("bad duration {s:?}: {e}"));
+                // The parser's message quotes the unit, which may be anything.
+                let why = e.to_string();
+                let why = if why.len() <= 2 * limits::QUOTE_CHARS + 60 {
+                    why
+                } else {
+                    "expected a number and a unit such as \"30s\" or \"5m\"".into()
+                };
+                self.error(
+                    location,
+                    field,
+                    format!("bad duration {}: {why}", quote(&s)),
+                );
                 return None;
             }
         };
@@ -1153,7 +1221,8 @@ impl Validator<'_> {
                 location,
                 field,
                 format!(
-                    "{s:?} is out of range ({} to {})",
+                    "{} is out of range ({} to {})",
+                    quote(&s),
                     humantime::format_duration(min),
                     humantime::format_duration(max)
                 ),
@@ -1163,6 +1232,11 @@ impl Validator<'_> {
             Some(d)
         }
     }
+}
+
+/// A parser's `message` with its full quote of `value` cut down by [`quote`].
+fn requote(message: String, value: &str) -> String {
+    message.replace(&format!("{value:?}"), &quote(value))
 }
 
 /// `groups[0] "support"`, or just `groups[0]` when the entry has no usable name.
@@ -1185,6 +1259,16 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
+/// Whether a `password_env` value is shaped like a conventional variable name (`SUPPORT_PW`),
+/// and so safe to repeat in an error.
+fn looks_like_variable(name: &str) -> bool {
+    name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_uppercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+}
+
 /// Whether `unknown` looks like a typo of `known`: equal ignoring case, `-`/`_`, or one edit
 /// apart.
 fn similar(known: &str, unknown: &str) -> bool {
@@ -1194,6 +1278,10 @@ fn similar(known: &str, unknown: &str) -> bool {
         return true;
     }
     let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    // One edit changes the length by one at most; this also keeps a huge key cheap.
+    if a.len().abs_diff(b.len()) > 1 {
+        return false;
+    }
     let mut prev: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.iter().enumerate() {
         let mut row = vec![i + 1];
@@ -1212,21 +1300,25 @@ fn parse_server(s: &str) -> Result<(String, Option<u16>), String> {
         return Err("is empty".into());
     }
     if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("{s:?} contains whitespace"));
+        return Err(format!("{} contains whitespace", quote(s)));
     }
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
         let (inner, after) = rest
             .split_once(']')
-            .ok_or_else(|| format!("{s:?}: missing ']' after the IPv6 address"))?;
+            .ok_or_else(|| format!("{}: missing ']' after the IPv6 address", quote(s)))?;
         if inner.parse::<Ipv6Addr>().is_err() {
-            return Err(format!("{s:?}: {inner:?} is not an IPv6 address"));
+            return Err(format!(
+                "{}: {} is not an IPv6 address",
+                quote(s),
+                quote(inner)
+            ));
         }
         let port = match after {
             "" => None,
             _ => Some(
                 after
                     .strip_prefix(':')
-                    .ok_or_else(|| format!("{s:?}: expected ':port' after ']'"))?,
+                    .ok_or_else(|| format!("{}: expected ':port' after ']'", quote(s)))?,
             ),
         };
         (inner, port)
@@ -1239,51 +1331,48 @@ fn parse_server(s: &str) -> Result<(String, Option<u16>), String> {
             }
             _ => {
                 return Err(format!(
-                    "{s:?}: write IPv6 addresses in brackets, e.g. \"[::1]:995\""
+                    "{}: write IPv6 addresses in brackets, e.g. \"[::1]:995\"",
+                    quote(s)
                 ));
             }
         }
     };
     if host.is_empty() {
-        return Err(format!("{s:?}: the host is empty"));
+        return Err(format!("{}: the host is empty", quote(s)));
     }
     if !s.starts_with('[')
         && !host
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
     {
-        return Err(format!("{s:?}: {host:?} is not a host name or address"));
+        return Err(format!(
+            "{}: {} is not a host name or address",
+            quote(s),
+            quote(host)
+        ));
     }
     let port = match port {
         None => None,
         Some(p) => match p.parse::<u16>() {
             Ok(n) if n > 0 => Some(n),
-            _ => return Err(format!("{s:?}: bad port {p:?}, expected 1-65535")),
+            _ => {
+                return Err(format!(
+                    "{}: bad port {}, expected 1-65535",
+                    quote(s),
+                    quote(p)
+                ));
+            }
         },
     };
     Ok((host.to_string(), port))
 }
 
 /// Largest configuration file read: 10,000 accounts take about 2 MiB.
-const MAX_CONFIG_FILE: u64 = 64 * 1024 * 1024;
+pub const MAX_CONFIG_FILE: u64 = 16 * 1024 * 1024;
+/// Longest path accepted (Linux's PATH_MAX).
+const MAX_PATH_BYTES: usize = 4096;
 /// Largest password file read: a password, not a document.
 const MAX_PASSWORD_FILE: u64 = 64 * 1024;
-
-/// Reads a whole file, refusing one larger than `limit` bytes (or a device that never ends).
-fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)?
-        .take(limit + 1)
-        .read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > limit {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("larger than {limit} bytes"),
-        ));
-    }
-    Ok(bytes)
-}
 
 #[cfg(test)]
 mod tests {
@@ -1655,32 +1744,168 @@ auth_mode = "pass"
     #[test]
     fn unreadable_password_file_names_the_path() {
         let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("a-directory")).unwrap();
         let e = errors_with(Config::from_str_with_env(
-            &one_account("        password_file: missing-secret\n"),
+            &one_account("        password_file: a-directory\n"),
             Format::Yaml,
             dir.path(),
             env(&[]),
         ));
-        let path = dir.path().join("missing-secret");
-        assert_eq!(e.len(), 1);
-        assert!(
-            e[0].starts_with(&format!("{A}: password_file: cannot read {path:?}: ")),
-            "{e:?}"
+        let path = dir.path().join("a-directory");
+        assert_eq!(
+            e,
+            [format!(
+                "{A}: password_file: cannot read {path:?}: not a regular file (a directory)"
+            )]
+        );
+    }
+
+    /// A password typed into `password_file` or `password_env` is not a file or a variable:
+    /// the error says so without repeating it.
+    #[test]
+    fn a_password_in_the_wrong_field_is_not_repeated() {
+        let dir = tempfile::tempdir().unwrap();
+        for field in ["password_file", "password_env"] {
+            let e = errors_with(Config::from_str_with_env(
+                &one_account(&format!("        {field}: {SECRET}\n")),
+                Format::Yaml,
+                dir.path(),
+                env(&[]),
+            ));
+            assert_eq!(e.len(), 1, "{e:?}");
+            assert!(
+                e[0].starts_with(&format!("{A}: {field}: no such ")),
+                "{e:?}"
+            );
+            assert!(!e[0].contains(SECRET), "{e:?}");
+        }
+    }
+
+    /// Every place that quotes a value quotes a short prefix of it.
+    #[test]
+    fn huge_values_are_cut_in_errors() {
+        let huge = "x".repeat(100_000);
+        let text = format!(
+            "groups:\n  - name: g\n    ? {huge}\n    : 1\n    accounts:\n      - name: a\n        \
+             server: \"{huge} \"\n        username: u\n        password: p\n        \
+             auth_mode: {huge}\n        tls: {huge}\n        protocol: {huge}\n        \
+             tls_verify: {huge}\n        interval: {huge}\n        timeout: 1{huge}\n"
+        );
+        let e = errors(&text);
+        assert_eq!(e.len(), 8, "{e:?}");
+        let cut = format!("\"{}\"…(10000", "x".repeat(32));
+        for message in &e {
+            assert!(message.len() < 300, "{message}");
+        }
+        assert_eq!(e.iter().filter(|m| m.contains(&cut)).count(), 7, "{e:?}");
+        let e = errors(&format!("concurrency: \"{huge}\"\n"));
+        assert!(e[0].contains(&cut) && e[0].len() < 300, "{e:?}");
+    }
+
+    #[test]
+    fn names_with_control_characters_are_refused() {
+        for name in [
+            "\"sup\\eport\"",
+            "\"sup\\nport\"",
+            "\"sup\\x7fport\"",
+            "\"sup\\u0085port\"",
+        ] {
+            let text = format!(
+                "groups:\n  - name: {name}\n    accounts:\n      - {{name: {name}, server: h, username: u, password: p}}\n"
+            );
+            let e = errors(&text);
+            assert_eq!(e.len(), 2, "{e:?}");
+            assert!(e[0].starts_with("groups[0]: name: \"sup\\"), "{e:?}");
+            assert!(
+                e[1].starts_with("groups[0] / accounts[0]: name: \"sup\\"),
+                "{e:?}"
+            );
+            assert!(
+                e.iter().all(|m| m.contains("control character")
+                    && !m.contains(['\x1b', '\n', '\x7f', '\u{85}'])),
+                "{e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn line_breaks_and_nul_in_username_and_server_are_refused() {
+        for bad in ["\"u\\r\\nQUIT\"", "\"u\\0\""] {
+            let text = with_password("").replace("username: u", &format!("username: {bad}"));
+            assert_eq!(
+                errors(&text),
+                [format!("{A}: username: contains a line break or NUL")]
+            );
+            let text =
+                with_password("").replace("server: mail.example.com", &format!("server: {bad}"));
+            let e = errors(&text);
+            assert_eq!(e.len(), 1);
+            assert!(
+                e[0].starts_with(&format!("{A}: server: "))
+                    && e[0].ends_with("contains whitespace"),
+                "{e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_before_it_expands() {
+        let e = errors(&limits::tests::alias_bomb());
+        assert_eq!(
+            e,
+            [
+                "cannot parse the config: the YAML holds more than 1000000 values once its aliases are expanded; refused"
+            ]
         );
     }
 
     #[test]
     fn endless_or_huge_files_are_refused_not_read_forever() {
         let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("huge"), vec![b'x'; 65537]).unwrap();
+        for (file, message) in [
+            ("/dev/zero", "not a regular file (a device)"),
+            ("huge", "larger than 65536 bytes"),
+        ] {
+            let e = errors_with(Config::from_str_with_env(
+                &one_account(&format!("        password_file: {file}\n")),
+                Format::Yaml,
+                dir.path(),
+                env(&[]),
+            ));
+            assert_eq!(e.len(), 1);
+            assert!(
+                e[0].starts_with(&format!("{A}: password_file: cannot read ")),
+                "{e:?}"
+            );
+            assert!(e[0].ends_with(message), "{e:?}");
+        }
+    }
+
+    /// A FIFO nobody writes to would block a plain open forever.
+    #[test]
+    fn fifos_are_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mkfifo")
+            .arg(dir.path().join("pipe"))
+            .status()
+            .unwrap();
+        assert!(status.success());
         let e = errors_with(Config::from_str_with_env(
-            &one_account("        password_file: /dev/zero\n"),
+            &one_account("        password_file: pipe\n        ca_file: pipe\n"),
             Format::Yaml,
             dir.path(),
             env(&[]),
         ));
-        assert_eq!(e.len(), 1);
+        assert_eq!(e.len(), 2, "{e:?}");
         assert!(
-            e[0].contains("password_file: cannot read \"/dev/zero\": larger than 65536 bytes"),
+            e[0].starts_with(&format!("{A}: password_file: cannot read "))
+                && e[0].ends_with("pipe\": not a regular file (a FIFO)"),
+            "{e:?}"
+        );
+        assert!(
+            e[1].starts_with(&format!("{A}: ca_file: CA file "))
+                && e[1].ends_with("pipe: cannot read it: not a regular file (a FIFO)"),
             "{e:?}"
         );
     }

@@ -8,6 +8,7 @@
 //! - [`transcript`]: the redacted record of a dialogue.
 //! - [`tls`]: TLS connectors and certificate facts.
 //! - [`probe`]: the login ladders that turn a [`probe::Target`] into a [`verdict::Verdict`].
+//! - [`files`]: reading operator-named files: regular files only, bounded, with a deadline.
 //! - [`config`]: configuration, raw to validated.
 //! - [`cli`]: the command line and what its commands print.
 //! - [`logfmt`]: the logfmt log line format.
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod demo;
+pub mod files;
 pub mod logfmt;
 pub mod metrics;
 pub mod page;

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser as _;
@@ -15,6 +16,10 @@ use mailbox_exporter::demo::{self, DemoOptions};
 use mailbox_exporter::probe;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
+
+/// How long the exit waits for blocking work still running after the service stopped (a
+/// config load on a hung file); the threads that read files are never waited for.
+const EXIT_GRACE: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -69,7 +74,7 @@ fn termination() -> anyhow::Result<impl Future<Output = ()>> {
 /// The exporter: runs until SIGTERM or SIGINT, reloading on SIGHUP.
 fn serve(options: RunOptions) -> Exit {
     let result = runtime().and_then(|runtime| {
-        runtime.block_on(async {
+        let result = runtime.block_on(async {
             let shutdown = termination()?;
             let mut hangups = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
             // One pending reload is enough: it reads the file as it is when it runs.
@@ -80,7 +85,10 @@ fn serve(options: RunOptions) -> Exit {
                 }
             });
             Ok(app::run(options, shutdown, reload_rx).await)
-        })
+        });
+        // A load still waiting on a hung file read must not hold up the exit.
+        runtime.shutdown_timeout(EXIT_GRACE);
+        result
     });
     exit_of(result)
 }

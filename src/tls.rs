@@ -8,6 +8,8 @@ use std::sync::{Mutex, OnceLock};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_native_tls::{TlsConnector, TlsStream};
 
+use crate::files;
+
 /// Most bytes read from a CA file; a certificate bundle is far smaller.
 const MAX_CA_FILE: u64 = 4 * 1024 * 1024;
 
@@ -70,21 +72,24 @@ fn build(verify: bool, ca_file: Option<&Path>) -> Result<TlsConnector, TlsError>
 }
 
 /// Reads every PEM certificate of a CA file; an empty or non-PEM file, or one holding a
-/// certificate that does not parse, is an error. Configuration validation uses it too, so
-/// a file accepted there is one the prober can use.
+/// certificate that does not parse, is an error.
 pub fn load_ca_file(path: &Path) -> Result<Vec<native_tls::Certificate>, TlsError> {
-    use std::io::Read;
+    load_ca_file_with(&mut files::Reader::new(), path)
+}
+
+/// [`load_ca_file`] with the reader of a whole load. Configuration validation uses it, so a
+/// file accepted there is one the prober can use.
+pub fn load_ca_file_with(
+    reader: &mut files::Reader,
+    path: &Path,
+) -> Result<Vec<native_tls::Certificate>, TlsError> {
     let fail = |detail: String| TlsError::CaFile {
         path: path.to_path_buf(),
         detail,
     };
-    let mut pem = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_CA_FILE + 1).read_to_end(&mut pem))
+    let pem = reader
+        .read(path, MAX_CA_FILE)
         .map_err(|e| fail(format!("cannot read it: {e}")))?;
-    if pem.len() as u64 > MAX_CA_FILE {
-        return Err(fail(format!("larger than {MAX_CA_FILE} bytes")));
-    }
     let text = String::from_utf8_lossy(&pem);
     let mut certs = Vec::new();
     let mut rest = text.as_ref();

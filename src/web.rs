@@ -53,6 +53,8 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Request line plus headers; our routes need a few hundred bytes (hyper's minimum is 8 KiB).
 const MAX_REQUEST_HEAD: usize = 16 * 1024;
 const MAX_HEADERS: usize = 64;
+/// Largest web config, certificate or key file read: each is a few KiB.
+const MAX_WEB_FILE: u64 = 1024 * 1024;
 /// On shutdown, in-flight requests get this long to finish; a scrape takes milliseconds.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Sent with every 401; the realm is what browsers show in their login prompt.
@@ -202,19 +204,25 @@ struct RawTls {
 impl WebConfig {
     /// Reads `path`; relative certificate paths are resolved against its directory.
     pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| WebConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = crate::files::read(path, MAX_WEB_FILE)
+            .and_then(|bytes| {
+                String::from_utf8(bytes)
+                    .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"))
+            })
+            .map_err(|source| WebConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
         let base_dir = path.parent().unwrap_or(Path::new(""));
         WebConfig::parse(&text, base_dir).map_err(|message| WebConfigError::Invalid {
             path: path.to_path_buf(),
-            message,
+            message: crate::config::clip(message),
         })
     }
 
     /// Parses the YAML `text`, reading certificate files relative to `base_dir`.
     pub fn parse(text: &str, base_dir: &Path) -> Result<WebConfig, String> {
+        crate::config::check_yaml(text).map_err(|e| format!("cannot parse: {e}"))?;
         let tree: serde_json::Value = config::Config::builder()
             .add_source(config::File::from_str(text, config::FileFormat::Yaml))
             .build()
@@ -246,7 +254,7 @@ fn tls_acceptor(raw: RawTls, base_dir: &Path) -> Result<TlsAcceptor, String> {
     };
     let read = |file: &Path| {
         let path = base_dir.join(file);
-        std::fs::read(&path).map_err(|e| format!("cannot read {path:?}: {e}"))
+        crate::files::read(&path, MAX_WEB_FILE).map_err(|e| format!("cannot read {path:?}: {e}"))
     };
     let cert = read(&cert_file)?;
     let key = read(&key_file)?;

@@ -540,3 +540,41 @@ fn basic_credentials_are_parsed() {
     assert_eq!(parse_basic(b"Basic YWI="), None);
     assert_eq!(parse_basic(b"Digest x"), None);
 }
+
+/// The web config and its files are read like the main config: no alias bomb, no FIFO.
+#[test]
+fn web_config_files_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bomb = String::from("a: &a [x,x,x,x,x,x,x,x,x,x]\n");
+    for (name, prev) in ["b", "c", "d", "e", "f", "g"]
+        .iter()
+        .zip(["a", "b", "c", "d", "e", "f"])
+    {
+        bomb.push_str(&format!(
+            "{name}: &{name} [{}]\n",
+            vec![format!("*{prev}"); 10].join(",")
+        ));
+    }
+    let e = WebConfig::parse(&bomb, dir.path()).unwrap_err();
+    assert!(
+        e.starts_with("cannot parse: the YAML holds more than"),
+        "{e}"
+    );
+
+    let pipe = dir.path().join("pipe");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&pipe)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let e = WebConfig::load(&pipe).unwrap_err().to_string();
+    assert!(e.ends_with("not a regular file (a FIFO)"), "{e}");
+    let e = WebConfig::parse(
+        "tls_server_config:\n  cert_file: pipe\n  key_file: pipe\n",
+        dir.path(),
+    )
+    .unwrap_err();
+    assert!(e.ends_with("not a regular file (a FIFO)"), "{e}");
+}
