@@ -1340,6 +1340,12 @@ fn parse_server(s: &str) -> Result<(String, Option<u16>), String> {
     if host.is_empty() {
         return Err(format!("{}: the host is empty", quote(s)));
     }
+    if host.len() > MAX_HOST_BYTES {
+        return Err(format!(
+            "{}: the host is longer than {MAX_HOST_BYTES} bytes",
+            quote(s)
+        ));
+    }
     if !s.starts_with('[')
         && !host
             .chars()
@@ -1369,6 +1375,8 @@ fn parse_server(s: &str) -> Result<(String, Option<u16>), String> {
 
 /// Largest configuration file read: 10,000 accounts take about 2 MiB.
 pub const MAX_CONFIG_FILE: u64 = 16 * 1024 * 1024;
+/// Longest DNS name (RFC 1035).
+const MAX_HOST_BYTES: usize = 253;
 /// Longest path accepted (Linux's PATH_MAX).
 const MAX_PATH_BYTES: usize = 4096;
 /// Largest password file read: a password, not a document.
@@ -2071,6 +2079,10 @@ auth_mode = "pass"
             ("\"mail example.com\"", "contains whitespace"),
             ("\"pop3://mail.example.com\"", "bad port"),
             ("\"\"", "is empty"),
+            (
+                &format!("{}.example", "x".repeat(250)),
+                "the host is longer than 253 bytes",
+            ),
         ] {
             let text =
                 with_password("").replace("server: mail.example.com", &format!("server: {server}"));

@@ -398,3 +398,156 @@ async fn probe_explains_the_trap_rung_by_rung_and_names_the_mode_to_pin() {
     );
     assert!(!stdout(&out).contains(SECRET));
 }
+
+/// The "billion laughs": nine levels of nine aliases, 10^9 strings once expanded.
+fn alias_bomb() -> String {
+    let mut text = String::from(
+        "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
+    for (name, prev) in "bcdefghi".chars().zip("abcdefgh".chars()) {
+        let refs = vec![format!("*{prev}"); 9].join(",");
+        text.push_str(&format!("{name}: &{name} [{refs}]\n"));
+    }
+    text
+}
+
+fn mkfifo(path: &Path) {
+    let status = Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(status.success());
+}
+
+/// Before the limit, expanding it took 8-38 s and aborted at 4 GB.
+#[test]
+fn check_config_refuses_an_alias_bomb_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let flag = write(dir.path(), "bomb.yaml", &alias_bomb());
+    let out = run(&["check-config", &flag]);
+    assert_eq!(out.status.code(), Some(1));
+    let path = dir.path().join("bomb.yaml");
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "{}: cannot parse the config: the YAML holds more than 1000000 values once its \
+             aliases are expanded; refused\nconfig {} rejected: 1 error\n",
+            path.display(),
+            path.display()
+        )
+    );
+}
+
+/// A FIFO nobody writes to, as the config file, a password file or a CA file, is refused at
+/// once instead of blocking `check-config` forever.
+#[test]
+fn check_config_refuses_fifos_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipe = dir.path().join("pipe");
+    mkfifo(&pipe);
+    let out = run(&["check-config", &format!("--config.file={}", pipe.display())]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "cannot read {pipe:?}: not a regular file (a FIFO)\nconfig {} rejected: 1 error\n",
+            pipe.display()
+        )
+    );
+
+    let flag = write(
+        dir.path(),
+        "fifos.yaml",
+        "groups:\n  - name: g\n    accounts:\n      - {name: a, server: h, username: u, \
+         password_file: pipe, ca_file: pipe}\n",
+    );
+    let out = run(&["check-config", &flag]);
+    assert_eq!(out.status.code(), Some(1));
+    let account = "groups[0] \"g\" / accounts[0] \"a\"";
+    assert_eq!(
+        stderr(&out).lines().collect::<Vec<_>>(),
+        [
+            format!("{account}: password_file: cannot read {pipe:?}: not a regular file (a FIFO)"),
+            format!(
+                "{account}: ca_file: CA file {}: cannot read it: not a regular file (a FIFO)",
+                pipe.display()
+            ),
+            format!(
+                "config {} rejected: 2 errors",
+                dir.path().join("fifos.yaml").display()
+            ),
+        ]
+    );
+}
+
+/// A 60 MB value once came back whole; a password typed into the wrong field was repeated.
+#[test]
+fn check_config_quotes_values_short_and_never_a_misplaced_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let huge = "x".repeat(1_000_000);
+    let flag = write(
+        dir.path(),
+        "huge.yaml",
+        &format!(
+            "groups:\n  - name: g\n    accounts:\n      - name: a\n        server: \"{huge}:1\"\n        \
+             username: u\n        password_file: {SECRET}\n        auth_mode: {huge}\n      \
+             - name: b\n        server: h\n        username: u\n        password_env: {SECRET}\n"
+        ),
+    );
+    let out = run(&["check-config", &flag]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.len() < 1000,
+        "{} bytes: {}",
+        err.len(),
+        &err[..2000.min(err.len())]
+    );
+    assert!(!err.contains(SECRET), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    let cut = format!("\"{}\"…(", "x".repeat(32));
+    assert_eq!(lines.len(), 5, "{err}");
+    assert!(
+        lines[0].starts_with("groups[0] \"g\" / accounts[0] \"a\": server: ")
+            && lines[0].contains(&cut),
+        "{err}"
+    );
+    assert!(
+        lines[1].starts_with("groups[0] \"g\" / accounts[0] \"a\": password_file: no such file"),
+        "{err}"
+    );
+    assert!(
+        lines[2].starts_with("groups[0] \"g\" / accounts[0] \"a\": auth_mode: ")
+            && lines[2].contains(&cut),
+        "{err}"
+    );
+    assert!(
+        lines[3].starts_with(
+            "groups[0] \"g\" / accounts[1] \"b\": password_env: no such environment variable"
+        ),
+        "{err}"
+    );
+}
+
+/// Names become label values and log fields: an escape sequence or a line break in one would
+/// reach every scrape and log line raw.
+#[test]
+fn check_config_refuses_control_characters_in_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let flag = write(
+        dir.path(),
+        "names.yaml",
+        "groups:\n  - name: \"sup\\e[31mport\"\n    accounts:\n      - {name: \"in\\nbox\", server: h, \
+         username: u, password: p}\n",
+    );
+    let out = run(&["check-config", &flag]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(!err.contains('\u{1b}'), "{err}");
+    assert_eq!(
+        err.lines().take(2).collect::<Vec<_>>(),
+        [
+            "groups[0]: name: \"sup\\u{1b}[31mport\" contains the control character '\\u{1b}'; \
+             names become metric labels and log fields",
+            "groups[0] / accounts[0]: name: \"in\\nbox\" contains the control character '\\n'; \
+             names become metric labels and log fields",
+        ]
+    );
+}
