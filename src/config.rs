@@ -41,6 +41,9 @@ pub const DEFAULT_PER_SERVER_CONCURRENCY: usize = 4;
 pub const ENV_PREFIX: &str = "MAILBOX_EXPORTER";
 const ENV_SEPARATOR: &str = "__";
 
+/// Errors listed for one config: enough to fix a config by, few enough that a broken one
+/// never makes a huge log line or HTTP response.
+const MAX_LISTED_ERRORS: usize = 1000;
 /// Probing more often than this only burns the server's login rate limits.
 const MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// Beyond a week a broken mailbox would go unnoticed for too long to be monitoring.
@@ -445,10 +448,14 @@ impl RawConfig {
         };
         let config = v.config(self);
         if v.errors.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigErrors(v.errors))
+            return Ok(config);
         }
+        if v.errors.len() > MAX_LISTED_ERRORS {
+            let more = v.errors.len() - MAX_LISTED_ERRORS;
+            v.errors.truncate(MAX_LISTED_ERRORS);
+            v.error("", "", format!("{more} more errors not listed"));
+        }
+        Err(ConfigErrors(v.errors))
     }
 }
 
@@ -1854,6 +1861,21 @@ auth_mode = "pass"
                 "{e:?}"
             );
         }
+    }
+
+    #[test]
+    fn errors_past_a_thousand_are_counted_not_listed() {
+        let mut text = String::from("groups:\n  - name: g\n    accounts:\n");
+        for _ in 0..1500 {
+            text.push_str("      - 7\n");
+        }
+        let e = errors(&text);
+        assert_eq!(e.len(), 1001);
+        assert_eq!(
+            e[999],
+            "groups[0] \"g\" / accounts[999]: expected a mapping, found a number"
+        );
+        assert_eq!(e[1000], "500 more errors not listed");
     }
 
     #[test]
