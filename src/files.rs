@@ -20,7 +20,7 @@ use std::time::Duration;
 /// network mount milliseconds.
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Reader threads alive at once, most of them stuck on a dead mount if it ever comes to this;
+/// Reader threads alive at once (one per load in progress, and those stuck on a dead mount);
 /// past it a read is refused at once rather than leave one more thread behind.
 const MAX_READER_THREADS: usize = 64;
 /// A reader only opens and reads into the heap.
@@ -28,14 +28,23 @@ const READER_STACK: usize = 64 * 1024;
 
 static READER_THREADS: AtomicUsize = AtomicUsize::new(0);
 
-/// Reads files for one load (of a config, of a web config). After one read timed out, the
-/// others of the same load are refused at once: they most likely sit on the same dead mount,
-/// and each would leave a thread behind and add its own timeout to the load.
+/// Reads files for one load (of a config, of a web config), one after the other on one
+/// thread of its own. After one read timed out, the others of the same load are refused at
+/// once: they most likely sit on the same dead mount, and each would add its own timeout.
 #[derive(Debug)]
 pub struct Reader {
     timeout: Duration,
     hung: Option<PathBuf>,
     read: fn(&Path, u64) -> io::Result<Vec<u8>>,
+    /// Started on the first read; given up when a read hangs.
+    worker: Option<Worker>,
+}
+
+/// The thread that reads: it takes jobs until its [`Reader`] drops the sender.
+#[derive(Debug)]
+struct Worker {
+    jobs: mpsc::Sender<(PathBuf, u64)>,
+    results: mpsc::Receiver<io::Result<Vec<u8>>>,
 }
 
 impl Default for Reader {
@@ -50,6 +59,7 @@ impl Reader {
             timeout: DEFAULT_READ_TIMEOUT,
             hung: None,
             read: read_regular,
+            worker: None,
         }
     }
 
@@ -61,15 +71,53 @@ impl Reader {
                 format!("not read: {hung:?} did not answer earlier in this load"),
             ));
         }
-        let (owned, read) = (path.to_path_buf(), self.read);
-        let result = within(self.timeout, move || read(&owned, limit));
-        if result
-            .as_ref()
-            .is_err_and(|e| e.kind() == io::ErrorKind::TimedOut)
-        {
-            self.hung = Some(path.to_path_buf());
+        let worker = match self.worker.take() {
+            Some(worker) => worker,
+            None => Worker::start(self.read)?,
+        };
+        if worker.jobs.send((path.to_path_buf(), limit)).is_err() {
+            return Err(io::Error::other("the reading thread failed"));
         }
-        result
+        match worker.results.recv_timeout(self.timeout) {
+            Ok(result) => {
+                self.worker = Some(worker);
+                result
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // The worker is left to its stuck read; it ends if the read ever returns.
+                self.hung = Some(path.to_path_buf());
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "no answer within {} (a hung network mount?)",
+                        humantime::format_duration(self.timeout)
+                    ),
+                ))
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                Err(io::Error::other("the reading thread failed"))
+            }
+        }
+    }
+}
+
+impl Worker {
+    fn start(read: fn(&Path, u64) -> io::Result<Vec<u8>>) -> io::Result<Worker> {
+        let slot = ReaderSlot::take()?;
+        let (jobs, inbox) = mpsc::channel::<(PathBuf, u64)>();
+        let (outbox, results) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("file-read".into())
+            .stack_size(READER_STACK)
+            .spawn(move || {
+                let _slot = slot;
+                for (path, limit) in inbox {
+                    if outbox.send(read(&path, limit)).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        Ok(Worker { jobs, results })
     }
 }
 
@@ -77,36 +125,6 @@ impl Reader {
 /// [`DEFAULT_READ_TIMEOUT`].
 pub fn read(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
     Reader::new().read(path, limit)
-}
-
-/// Runs `work` on a thread of its own and waits for it at most `timeout`.
-fn within<T: Send + 'static>(
-    timeout: Duration,
-    work: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> io::Result<T> {
-    let slot = ReaderSlot::take()?;
-    let (tx, rx) = mpsc::sync_channel(1);
-    std::thread::Builder::new()
-        .name("file-read".into())
-        .stack_size(READER_STACK)
-        .spawn(move || {
-            let _slot = slot;
-            // The receiver is gone when the caller gave up waiting.
-            let _ = tx.send(work());
-        })?;
-    match rx.recv_timeout(timeout) {
-        Ok(result) => result,
-        Err(mpsc::RecvTimeoutError::Timeout) => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!(
-                "no answer within {} (a hung network mount?)",
-                humantime::format_duration(timeout)
-            ),
-        )),
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            Err(io::Error::other("the reading thread failed"))
-        }
-    }
 }
 
 /// One of the [`MAX_READER_THREADS`], given back when the thread ends.
@@ -236,8 +254,8 @@ mod tests {
         std::fs::write(&fine, "ok").unwrap();
         let mut reader = Reader {
             timeout: Duration::from_millis(50),
-            hung: None,
             read: blocking_read,
+            ..Reader::new()
         };
         let e = reader.read(&hung, 64).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);
