@@ -8,6 +8,10 @@
 //! Relative `password_file` and `ca_file` paths are resolved against the config file's
 //! directory, as Prometheus does. A config without any group is valid (a shard or a template
 //! may legitimately be empty); loading one logs a warning.
+//!
+//! Files are read through [`crate::files`] (regular files only, bounded, under a deadline), and
+//! `limits` bounds the rest: YAML alias expansion, names, and how much of a value an error
+//! quotes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -1307,7 +1311,10 @@ fn parse_server(s: &str) -> Result<(String, Option<u16>), String> {
         return Err("is empty".into());
     }
     if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("{} contains whitespace", quote(s)));
+        return Err(format!(
+            "{} contains whitespace or a control character",
+            quote(s)
+        ));
     }
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
         let (inner, after) = rest
@@ -1857,7 +1864,7 @@ auth_mode = "pass"
             assert_eq!(e.len(), 1);
             assert!(
                 e[0].starts_with(&format!("{A}: server: "))
-                    && e[0].ends_with("contains whitespace"),
+                    && e[0].ends_with("contains whitespace or a control character"),
                 "{e:?}"
             );
         }
