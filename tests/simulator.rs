@@ -496,13 +496,25 @@ async fn imap_oauth_only_provider_is_mechanism_unavailable() {
 }
 
 #[tokio::test]
-async fn imap_preauth_is_a_login_without_a_method() {
-    let sim = server(Protocol::Imap, TlsMode::Implicit, Behavior::Preauth).await;
-    let v = run(&target(&sim, TlsMode::Implicit)).await;
-    assert!(
-        v.success && v.method.is_none() && v.attempts.is_empty(),
-        "{v:#?}"
-    );
+async fn imap_preauth_is_never_a_login() {
+    for tls in [TlsMode::None, TlsMode::Starttls, TlsMode::Implicit] {
+        let sim = server(Protocol::Imap, tls, Behavior::Preauth).await;
+        let v = run(&target(&sim, tls)).await;
+        assert_failure(&v, Reason::Preauth, &[]);
+        let detail = v.detail.as_deref().unwrap();
+        assert!(
+            detail.contains("greeted with PREAUTH: no credentials were checked"),
+            "{detail}"
+        );
+        assert_eq!(
+            detail.contains("STARTTLS-bypass attack"),
+            tls == TlsMode::Starttls,
+            "{detail}"
+        );
+        assert!(!v.cleartext);
+        // Nothing but the goodbye: no STARTTLS on a session already "logged in", no login.
+        assert_eq!(sim.stats().commands, ["LOGOUT"], "{tls}");
+    }
 }
 
 #[tokio::test]

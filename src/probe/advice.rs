@@ -143,6 +143,16 @@ pub(crate) fn advise(f: &Facts<'_>) -> Option<String> {
                   for a private CA set ca_file (tls_verify: false only as a last resort)"
                 .into(),
         }),
+        Reason::Preauth => out.push(match t.tls.mode {
+            TlsMode::Starttls => "the server (or something between it and this host) skipped \
+                                  the login with PREAUTH before STARTTLS, the STARTTLS-bypass \
+                                  attack: check the network path and the server, and use \
+                                  tls: implicit"
+                .into(),
+            _ => "the server pre-authenticates connections, so no password is checked: point \
+                  server at a port that asks for a login, or ask the mail admin"
+                .into(),
+        }),
         Reason::Protocol => out.push(format!(
             "the server did not speak {} as expected; check server and port (and tls)",
             t.protocol.as_str().to_ascii_uppercase()

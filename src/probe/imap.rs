@@ -221,7 +221,7 @@ impl Dialect for Imap {
 
     fn plan(&self, s: &Session<'_>, link: &Link<Caps>) -> Result<Vec<Method>, ProbeError> {
         if link.caps.preauth {
-            return Ok(Vec::new());
+            return Err(ProbeError::Preauth(preauth_detail(s.target.tls.mode)));
         }
         let caps = &link.caps.caps;
         let mut rungs = Vec::new();
@@ -383,6 +383,26 @@ impl Dialect for Imap {
         .await;
         conn.shutdown().await;
     }
+}
+
+/// Why a `PREAUTH` greeting is no login: nothing checked the credentials, and before
+/// STARTTLS it is how a man in the middle keeps the session unencrypted.
+fn preauth_detail(mode: TlsMode) -> String {
+    let why = match mode {
+        TlsMode::Starttls => {
+            "with tls: starttls this is the STARTTLS-bypass attack (a PREAUTH greeting \
+             before STARTTLS keeps the session unencrypted, e.g. a man in the middle), so \
+             STARTTLS was not sent and the session was not used"
+        }
+        TlsMode::Implicit | TlsMode::None => {
+            "the server logs every connection in (e.g. an imapd run over ssh or behind a \
+             trusted-network rule), so this probe cannot tell whether the password works"
+        }
+    };
+    format!(
+        "the server greeted with PREAUTH: no credentials were checked; {why}; the password \
+         was not sent"
+    )
 }
 
 /// PLAIN with SASL-IR and LOGIN carry the credentials in their first line, so a hang-up

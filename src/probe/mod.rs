@@ -95,6 +95,9 @@ pub enum ProbeError {
     MechanismUnavailable(String),
     #[error("{0}")]
     PlaintextDisallowed(String),
+    /// An IMAP `PREAUTH` greeting: logged in without any credential being checked.
+    #[error("{0}")]
+    Preauth(String),
 }
 
 impl ProbeError {
@@ -111,6 +114,7 @@ impl ProbeError {
             ProbeError::AuthRejected(_) => Reason::AuthRejected,
             ProbeError::MechanismUnavailable(_) => Reason::MechanismUnavailable,
             ProbeError::PlaintextDisallowed(_) => Reason::PlaintextDisallowed,
+            ProbeError::Preauth(_) => Reason::Preauth,
         }
     }
 }
@@ -590,6 +594,7 @@ mod tests {
                 ProbeError::PlaintextDisallowed("x".into()),
                 Reason::PlaintextDisallowed,
             ),
+            (ProbeError::Preauth("x".into()), Reason::Preauth),
         ];
         for (e, r) in cases {
             assert_eq!(e.reason(), r, "{e:?}");
