@@ -249,8 +249,8 @@ pub enum Reason {
     AuthRejected,
     /// No method that the mode allows is offered by the server.
     MechanismUnavailable,
-    /// The server refuses passwords on this unencrypted connection (`LOGINDISABLED`,
-    /// `PRIVACYREQUIRED`); the password was not sent.
+    /// The server takes logins only over TLS and this connection has none (`LOGINDISABLED`,
+    /// `XTLSREQUIRED`, `PRIVACYREQUIRED`, "TLS required"): a configuration matter, no backoff.
     PlaintextDisallowed,
     /// The server is up but will not serve the login now (`[IN-USE]`, `[SYS/TEMP]`,
     /// `[LOGIN-DELAY]`, `UNAVAILABLE`, a `BYE` greeting).

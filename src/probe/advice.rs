@@ -103,11 +103,17 @@ pub(crate) fn advise(f: &Facts<'_>) -> Option<String> {
             }
         }
         Reason::PlaintextDisallowed => out.push(
-            "the server refuses passwords on unencrypted connections; set tls: starttls (or \
-             implicit)"
+            "the server takes logins only over TLS (a configuration matter, not the password); \
+             set tls: starttls or tls: implicit"
                 .into(),
         ),
         Reason::MechanismUnavailable => out.push(match (t.protocol, t.auth_mode) {
+            (Protocol::Pop3, AuthMode::Apop) if t.tls.mode == TlsMode::Starttls => {
+                "APOP needs a greeting read over TLS, which only tls: implicit gives (POP3 \
+                 sends none after STLS): use tls: implicit for APOP, or another auth_mode \
+                 (BEST, CRAM-MD5 or PASS)"
+                    .into()
+            }
             (Protocol::Pop3, AuthMode::Apop | AuthMode::CramMd5) => format!(
                 "the server does not offer {}; set auth_mode: BEST (or PASS)",
                 t.auth_mode
