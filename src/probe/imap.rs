@@ -316,7 +316,7 @@ impl Dialect for Imap {
                         "the CRAM-MD5 challenge is not valid base64".into(),
                     ));
                 };
-                let answer = sasl::cram_md5_response(&user, password.expose(), &challenge);
+                let answer = super::cram_md5_answer(conn, &user, &password, &challenge);
                 let result = s
                     .timed(Phase::Auth, async {
                         conn.send_secret(&answer).await?;
@@ -327,6 +327,7 @@ impl Dialect for Imap {
             }
             Method::Plain => {
                 let blob = sasl::plain_response(&user, password.expose());
+                conn.transcript_mut().add_secret(&blob);
                 if !tls {
                     s.cleartext = true;
                 }
@@ -365,6 +366,11 @@ impl Dialect for Imap {
                     .timed(Phase::Auth, async {
                         match imap::quoted(password.expose()) {
                             Some(quoted_password) => {
+                                // The quoted form, escapes and all, and its inside, which a
+                                // server may echo without the quotes.
+                                let inside = &quoted_password[1..quoted_password.len() - 1];
+                                conn.transcript_mut().add_secret(inside);
+                                conn.transcript_mut().add_secret(&quoted_password);
                                 conn.send(&format!("{tag} LOGIN {quoted_user} {quoted_password}"))
                                     .await?;
                             }

@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::conn::{ConnError, Connection};
+use crate::proto::sasl;
 use crate::secret::Password;
 use crate::tls::{self, TlsError};
 use crate::transcript::Transcript;
@@ -375,6 +376,21 @@ impl<'a> Session<'a> {
         self.release(conn);
         e
     }
+}
+
+/// The CRAM-MD5 answer to `challenge`, its every form (the base64 line and the hex digest
+/// inside it) registered as secret on `conn` first, so that a server echoing it is scrubbed.
+pub(crate) fn cram_md5_answer(
+    conn: &mut Conn,
+    user: &str,
+    password: &Password,
+    challenge: &[u8],
+) -> String {
+    let transcript = conn.transcript_mut();
+    transcript.add_digest(&sasl::cram_md5_digest(password.expose(), challenge));
+    let answer = sasl::cram_md5_response(user, password.expose(), challenge);
+    transcript.add_secret(&answer);
+    answer
 }
 
 /// Runs one probe. `preferred` is the method that worked last time: BEST tries it first and

@@ -186,6 +186,7 @@ impl Dialect for Pop3 {
                     ));
                 };
                 let digest = sasl::apop_digest(&stamp, password.expose());
+                conn.transcript_mut().add_digest(&digest);
                 let sent = s
                     .timed(Phase::Auth, async {
                         conn.send(&format!("APOP {user} {digest}")).await?;
@@ -235,7 +236,7 @@ impl Dialect for Pop3 {
                         "the CRAM-MD5 challenge is not valid base64".into(),
                     ));
                 };
-                let answer = sasl::cram_md5_response(&user, password.expose(), &challenge);
+                let answer = super::cram_md5_answer(conn, &user, &password, &challenge);
                 let sent = s
                     .timed(Phase::Auth, async {
                         conn.send_secret(&answer).await?;

@@ -7,7 +7,6 @@ use std::io;
 use super::wire::Wire;
 use super::{
     Attempt, Behavior, Judgement, MAX_BAD_COMMANDS, MAX_LINE, Shared, TlsDemand, known_verb,
-    unique_stamp,
 };
 use crate::proto::sasl;
 use crate::verdict::TlsMode;
@@ -544,7 +543,7 @@ impl Imap<'_> {
                     .await?;
                     return Ok(Flow::Continue);
                 }
-                let challenge = unique_stamp(&self.shared.spec.hostname);
+                let challenge = self.shared.spec.stamp();
                 let prompt = format!("+ {}\r\n", sasl::encode(challenge.as_bytes()));
                 let Some(answer) = self.sasl_answer(wire, tag, &prompt).await? else {
                     return Ok(Flow::Continue);

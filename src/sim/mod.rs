@@ -194,6 +194,9 @@ pub struct SimSpec {
     pub sasl_ir: bool,
     /// POP3: AUTH CRAM-MD5 works but CAPA does not list it (Courier does this).
     pub unlisted_cram_md5: bool,
+    /// The APOP timestamp and CRAM-MD5 challenge of every connection, for tests that must
+    /// know the digests a client sends; by default each is fresh, as on real servers.
+    pub fixed_stamp: Option<String>,
 }
 
 impl SimSpec {
@@ -211,6 +214,7 @@ impl SimSpec {
             greeting_capabilities: true,
             sasl_ir: true,
             unlisted_cram_md5: false,
+            fixed_stamp: None,
         }
     }
 
@@ -218,6 +222,13 @@ impl SimSpec {
     pub fn user(mut self, name: impl Into<String>, password: impl Into<String>) -> Self {
         self.users.push((name.into(), password.into()));
         self
+    }
+
+    /// An APOP timestamp or CRAM-MD5 challenge for a new connection or exchange.
+    fn stamp(&self) -> String {
+        self.fixed_stamp
+            .clone()
+            .unwrap_or_else(|| unique_stamp(&self.hostname))
     }
 
     fn password(&self, user: &str) -> Option<&str> {
@@ -257,6 +268,7 @@ impl std::fmt::Debug for SimSpec {
             .field("greeting_capabilities", &self.greeting_capabilities)
             .field("sasl_ir", &self.sasl_ir)
             .field("unlisted_cram_md5", &self.unlisted_cram_md5)
+            .field("fixed_stamp", &self.fixed_stamp)
             .finish()
     }
 }

@@ -6,7 +6,6 @@ use std::io;
 use super::wire::Wire;
 use super::{
     Attempt, Behavior, Judgement, MAX_BAD_COMMANDS, Shared, TlsDemand, known_verb, split_word,
-    unique_stamp,
 };
 use crate::proto::sasl;
 use crate::verdict::TlsMode;
@@ -159,7 +158,7 @@ pub(super) async fn serve(mut wire: Wire, shared: &Shared) -> io::Result<()> {
         return wire.shutdown().await;
     }
     let offer = Offer::of(shared, wire.is_tls());
-    let timestamp = offer.apop.then(|| unique_stamp(&spec.hostname));
+    let timestamp = offer.apop.then(|| spec.stamp());
     let greeting = match &timestamp {
         Some(timestamp) => format!("+OK POP3 ready {timestamp}\r\n"),
         None => "+OK POP3 ready.\r\n".to_string(),
@@ -354,7 +353,7 @@ impl Pop3<'_> {
                         .await?;
                     return Ok(Flow::Continue);
                 }
-                let challenge = unique_stamp(&self.shared.spec.hostname);
+                let challenge = self.shared.spec.stamp();
                 let prompt = format!("+ {}\r\n", sasl::encode(challenge.as_bytes()));
                 let Some(answer) = self.sasl_answer(wire, &prompt).await? else {
                     return Ok(Flow::Continue);
