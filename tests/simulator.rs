@@ -564,6 +564,18 @@ async fn pop3_xtlsrequired_in_capa_sends_no_login_at_all() {
     assert_success(&v, CramMd5, &[(CramMd5, Success)]);
 }
 
+#[tokio::test]
+async fn over_tls_a_refusal_that_mentions_tls_is_about_the_credentials() {
+    // The server echoes the client's lines, and this password reads like a TLS demand; over
+    // TLS such words cannot be about this connection.
+    let sim = server(Protocol::Pop3, TlsMode::Implicit, Behavior::EchoRefusals).await;
+    let mut t = target(&sim, TlsMode::Implicit);
+    t.auth_mode = AuthMode::Pass;
+    t.password = Password::new("TLS required, must-1");
+    let v = run(&t).await;
+    assert_failure(&v, Reason::AuthRejected, &[(Pass, Rejected)]);
+}
+
 // ---------------------------------------------------------------------------------------
 // IMAP
 
