@@ -757,6 +757,19 @@ async fn imap_starttls_required_answer_is_plaintext_disallowed() {
     let v = run_preferring(&target(&sim, TlsMode::None), Some(Login)).await;
     assert_failure(&v, Reason::PlaintextDisallowed, &[(Login, Error)]);
     assert!(v.cleartext, "LOGIN went out before the server said no");
+
+    // Refused before the PLAIN blob was asked for: the password never left.
+    let mut spec = SimSpec::new(
+        Protocol::Imap,
+        TlsMode::Starttls,
+        Behavior::TlsRequired(TlsDemand::Text),
+    );
+    spec.sasl_ir = false;
+    let sim = server_with(spec).await;
+    let v = run_preferring(&target(&sim, TlsMode::None), Some(Plain)).await;
+    assert_failure(&v, Reason::PlaintextDisallowed, &[(Plain, Error)]);
+    assert!(!v.cleartext, "{v:#?}");
+    assert_eq!(sim.stats().commands, ["AUTHENTICATE PLAIN", "LOGOUT"]);
 }
 
 #[tokio::test]

@@ -328,9 +328,6 @@ impl Dialect for Imap {
             Method::Plain => {
                 let blob = sasl::plain_response(&user, password.expose());
                 conn.transcript_mut().add_secret(&blob);
-                if !tls {
-                    s.cleartext = true;
-                }
                 let result = s
                     .timed(Phase::Auth, async {
                         if sasl_ir {
@@ -347,6 +344,11 @@ impl Dialect for Imap {
                         Ok::<_, ProbeError>((done(conn, &tag).await?, true))
                     })
                     .await;
+                // Refused before the blob went out, the password stayed home; after an error
+                // it may have left.
+                if !tls && !matches!(result, Ok((_, false))) {
+                    s.cleartext = true;
+                }
                 match result {
                     Ok((d, false)) => refused_command(m, d, tls),
                     Ok((d, true)) => finish_rung(m, Ok(d), tls),
