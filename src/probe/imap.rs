@@ -167,6 +167,13 @@ fn judge(m: Method, d: Done, encrypted: bool) -> RungEnd {
 /// Reads an `AUTHENTICATE` refused before any credential went out: a TLS demand (or a busy
 /// or broken server) is read as such, anything else means the mechanism is not available.
 fn refused_command(m: Method, d: Done, encrypted: bool) -> RungEnd {
+    if d.status == Status::Ok {
+        // No credential was checked: as little a login as a PREAUTH greeting.
+        return RungEnd::Failed(ProbeError::Protocol(format!(
+            "the server completed AUTHENTICATE {m} without taking a credential: {}",
+            said(&d)
+        )));
+    }
     match judge(m, d.clone(), encrypted) {
         end @ RungEnd::Failed(
             ProbeError::PlaintextDisallowed(_)
@@ -492,4 +499,39 @@ async fn negotiate(
         }
     };
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verdict::Reason;
+
+    fn done(status: Status, code: Option<Code>, text: &str) -> Done {
+        Done {
+            status,
+            code,
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn an_authenticate_refused_before_any_credential() {
+        let reason = |end: RungEnd| match end {
+            RungEnd::Failed(e) => e.reason(),
+            _ => panic!("a refused command ends the ladder"),
+        };
+        let refused = |d, encrypted| reason(refused_command(Method::CramMd5, d, encrypted));
+        let starttls = || done(Status::No, None, "STARTTLS required");
+        assert_eq!(refused(starttls(), false), Reason::PlaintextDisallowed);
+        assert_eq!(refused(starttls(), true), Reason::MechanismUnavailable);
+        let unsupported = done(Status::No, None, "Unsupported authentication mechanism.");
+        assert_eq!(refused(unsupported, false), Reason::MechanismUnavailable);
+        let busy = done(Status::No, Some(Code::Unavailable), "later");
+        assert_eq!(refused(busy, true), Reason::ServerBusy);
+        // Completed without a credential: no login, whatever the server says.
+        assert_eq!(
+            refused(done(Status::Ok, None, "ok"), true),
+            Reason::Protocol
+        );
+    }
 }
