@@ -354,3 +354,22 @@ async fn pinned_cram_md5_is_tried_though_not_advertised() {
     assert_eq!(v.reason, Some(Reason::MechanismUnavailable), "{v:#?}");
     assert!(sent(&v, &["AUTH CRAM-MD5"]), "{:?}", v.transcript);
 }
+
+#[test]
+fn instance_stops_on_drop_and_leaves_nothing_behind() {
+    let Some(c) = Cyrus::start_or_skip(Flavor::Saslauthd, "instance_stops_on_drop") else {
+        return;
+    };
+    let dir = c.dir().to_path_buf();
+    // The master, its services and saslauthd all name the instance's directory.
+    assert!(
+        support::cyrus::processes_mentioning(&dir).len() >= 2,
+        "master and saslauthd"
+    );
+    drop(c);
+    assert_eq!(
+        support::cyrus::processes_mentioning(&dir),
+        Vec::<u32>::new()
+    );
+    assert!(!dir.exists());
+}

@@ -717,7 +717,7 @@ fn stop(master: &mut Child, saslauthd: Option<&mut Child>, dir: &Path) {
 }
 
 /// Pids of the processes whose command line mentions `dir`.
-fn processes_mentioning(dir: &Path) -> Vec<u32> {
+pub fn processes_mentioning(dir: &Path) -> Vec<u32> {
     let needle = dir.as_os_str().as_encoded_bytes();
     let Ok(proc) = fs::read_dir("/proc") else {
         return Vec::new();
