@@ -344,7 +344,9 @@ async fn pinned_cram_md5_is_tried_though_not_advertised() {
         return;
     };
     // This instance offers only PLAIN and LOGIN; the operator pinned CRAM-MD5 anyway, so the
-    // probe asks for it, and the server's refusal of the command itself is the verdict.
+    // probe asks for it, and the server's refusal of the command itself is the verdict. Cyrus
+    // refuses with `-ERR [AUTH] authenticating: no mechanism available`: the `[AUTH]` code
+    // does not make it a rejected password.
     let v = run(
         &target(&c, Protocol::Pop3, TlsMode::Implicit, AuthMode::CramMd5),
         None,

@@ -28,14 +28,15 @@ use super::dovecot::{certificates, set_mode, signal, wait_until};
 /// Where the unpacked Debian packages are looked for unless this variable names another root.
 pub const ROOT_ENV: &str = "MAILBOX_EXPORTER_CYRUS_ROOT";
 
-/// How long Cyrus may take to come up before the test fails with its output.
-const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long Cyrus may take to come up before the test fails with its output. Generous: each
+/// readiness check forks a service process, slow on a loaded machine.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long Cyrus's master may take to stop its children after SIGTERM before SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Fresh ports are picked this many times when another process grabs one first.
 const START_ATTEMPTS: u32 = 3;
 /// Bound on one readiness check (connect, TLS handshake, greeting).
-const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Cyrus sees clients arrive from this address; it has no notion of a "secure" loopback, so
 /// one address serves every flavor.
