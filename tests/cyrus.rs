@@ -339,6 +339,51 @@ async fn allowplaintext_0_is_plaintext_disallowed_without_sending_the_password()
 }
 
 #[tokio::test]
+async fn cyrus_defaults_log_in_on_a_plain_connection_without_cleartext() {
+    let Some(c) = Cyrus::start_or_skip(Flavor::Defaults, "cyrus_defaults") else {
+        return;
+    };
+    // APOP and CRAM-MD5 are offered where PLAIN, LOGIN and USER are not.
+    let v = run(
+        &target(&c, Protocol::Pop3, TlsMode::None, AuthMode::Best),
+        None,
+    )
+    .await;
+    check(&v, true, Some(Apop), &[(Apop, Success)], false, false);
+    let v = run(
+        &target(&c, Protocol::Imap, TlsMode::None, AuthMode::Best),
+        None,
+    )
+    .await;
+    check(&v, true, Some(CramMd5), &[(CramMd5, Success)], false, false);
+    // PLAIN, remembered from a TLS connection, is as cleartext as LOGIN: under LOGINDISABLED
+    // the probe does not use it and logs in with CRAM-MD5 instead.
+    for remembered in [Plain, Login] {
+        let v = run(
+            &target(&c, Protocol::Imap, TlsMode::None, AuthMode::Best),
+            Some(remembered),
+        )
+        .await;
+        check(&v, true, Some(CramMd5), &[(CramMd5, Success)], false, false);
+        assert!(
+            !sent(&v, &["LOGIN", "AUTHENTICATE PLAIN"]),
+            "{:?}",
+            v.transcript
+        );
+    }
+    // Pinned to PASS, whose USER this CAPA does not list (STLS is): nothing is sent.
+    let v = run(
+        &target(&c, Protocol::Pop3, TlsMode::None, AuthMode::Pass),
+        None,
+    )
+    .await;
+    assert!(!v.success, "{v:#?}");
+    assert_eq!(v.reason, Some(Reason::PlaintextDisallowed), "{v:#?}");
+    assert!(!v.cleartext, "{v:#?}");
+    assert!(!sent(&v, &["USER", "PASS"]), "{:?}", v.transcript);
+}
+
+#[tokio::test]
 async fn pinned_cram_md5_is_tried_though_not_advertised() {
     let Some(c) = Cyrus::start_or_skip(Flavor::NoPlaintext, "pinned_cram_md5_unadvertised") else {
         return;

@@ -63,6 +63,10 @@ pub enum Flavor {
     /// PLAIN and LOGIN work. (`saslauthd` checks the password by logging in to a private IMAP
     /// service of the same instance that holds the clear-text secrets; clients never see it.)
     Saslauthd,
+    /// Cyrus's defaults on top of [`Flavor::Plaintext`]'s secrets: `allowplaintext: 0`, so a
+    /// plain connection hides PLAIN, LOGIN and USER (IMAP advertises LOGINDISABLED) but still
+    /// offers APOP and CRAM-MD5, which never reveal the password.
+    Defaults,
     /// `allowplaintext: 0`, no APOP and only PLAIN and LOGIN: a plain connection offers no way
     /// to log in (POP3 `USER` is refused, IMAP advertises LOGINDISABLED); after STLS/STARTTLS,
     /// or on the implicit-TLS ports, logins work.
@@ -74,6 +78,7 @@ impl Flavor {
         match self {
             Flavor::Plaintext => "plain",
             Flavor::Saslauthd => "saslauthd",
+            Flavor::Defaults => "defaults",
             Flavor::NoPlaintext => "noplain",
         }
     }
@@ -450,6 +455,7 @@ sasl_sasldb_path: {sasldb}
                     self.dir.path().join("no-sasldb").display().to_string(),
                 ),
             ],
+            Flavor::Defaults => &[("allowplaintext", "0".into())],
             Flavor::NoPlaintext => &[
                 ("allowplaintext", "0".into()),
                 ("allowapop", "0".into()),
