@@ -220,6 +220,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let _ = self.stream.shutdown().await;
     }
 
+    /// A note of the prober's own in the transcript, in order with the dialogue.
+    pub fn note(&mut self, text: &str) {
+        self.transcript.note(text);
+    }
+
+    /// The transcript, to register a secret before the line that carries it is sent.
+    pub fn transcript_mut(&mut self) -> &mut Transcript {
+        &mut self.transcript
+    }
+
     /// Takes the transcript, dropping the connection.
     pub fn into_transcript(self) -> Transcript {
         self.transcript

@@ -2,7 +2,10 @@
 //!
 //! Two layers keep secrets out. Commands that carry a credential are recorded with their
 //! arguments replaced ([`redact_command`]), SASL continuation answers are never recorded
-//! verbatim, and every recorded line (the server's too) is scrubbed of the password itself.
+//! verbatim, and every recorded line (the server's too, which may echo the client's) and every
+//! error detail is scrubbed of the password and of every form of it the client sent: the
+//! prober registers each form ([`Transcript::add_secret`], [`Transcript::add_digest`]) before
+//! the line that carries it goes out.
 
 use std::borrow::Cow;
 
@@ -15,26 +18,82 @@ pub const MAX_LINES: usize = 200;
 
 const HIDDEN: &str = "***";
 
-#[derive(Debug, Clone, Default)]
+/// Distinct secrets kept at most: a probe registers a handful; the bound keeps a runaway
+/// ladder from making every scrub slower.
+const MAX_SECRETS: usize = 64;
+
+/// A string to scrub, and whether its case carries no meaning (hex digests).
+#[derive(Clone, PartialEq, Eq)]
+struct Secret {
+    text: String,
+    any_case: bool,
+}
+
+#[derive(Clone, Default)]
 pub struct Transcript {
     lines: Vec<String>,
-    secrets: Vec<String>,
+    /// Longest first, so that no shorter secret can break up a longer one before it is found.
+    secrets: Vec<Secret>,
     dropped: usize,
 }
 
+impl std::fmt::Debug for Transcript {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transcript")
+            .field("lines", &self.lines)
+            .field("secrets", &self.secrets.len())
+            .field("dropped", &self.dropped)
+            .finish()
+    }
+}
+
 impl Transcript {
-    /// A transcript that also scrubs `password` from every line it records.
+    /// A transcript that also scrubs `password`, and its base64, from every line it records.
     pub fn new(password: &Password) -> Self {
         let mut t = Transcript::default();
         t.add_secret(password.expose());
+        t.add_secret(&crate::proto::sasl::encode(password.expose().as_bytes()));
         t
     }
 
-    /// Another string to scrub (e.g. an encoded form of a credential).
+    /// Another string to scrub, exactly as written (an encoded form of a credential: a
+    /// base64 SASL answer, an IMAP-quoted password).
     pub fn add_secret(&mut self, secret: &str) {
-        if !secret.is_empty() && !self.secrets.iter().any(|s| s == secret) {
-            self.secrets.push(secret.to_string());
+        self.insert(secret, false);
+    }
+
+    /// A hex digest to scrub in upper, lower or mixed case (APOP, CRAM-MD5).
+    pub fn add_digest(&mut self, digest: &str) {
+        self.insert(digest, true);
+    }
+
+    fn insert(&mut self, text: &str, any_case: bool) {
+        // Errors quote what a server sent with `{:?}`, which escapes quotes and backslashes:
+        // the escaped form is a form of the secret too.
+        let escaped = text.escape_debug().to_string();
+        if escaped != text {
+            self.insert_one(&escaped, any_case);
         }
+        self.insert_one(text, any_case);
+    }
+
+    fn insert_one(&mut self, text: &str, any_case: bool) {
+        if text.is_empty() || self.secrets.len() >= MAX_SECRETS {
+            return;
+        }
+        let secret = Secret {
+            text: text.to_string(),
+            any_case,
+        };
+        if self.secrets.contains(&secret) {
+            return;
+        }
+        let at = self
+            .secrets
+            .iter()
+            .position(|s| s.text.len() < secret.text.len())
+            .unwrap_or(self.secrets.len());
+        self.secrets.insert(at, secret);
     }
 
     /// A line the client sent, redacted by [`redact_command`].
@@ -73,9 +132,13 @@ impl Transcript {
             .map(|c| if c.is_control() { '\u{fffd}' } else { c })
             .collect();
         for secret in &self.secrets {
-            if out.contains(secret.as_str()) {
-                out = out.replace(secret.as_str(), HIDDEN);
-            }
+            out = if secret.any_case {
+                replace_any_case(&out, &secret.text)
+            } else if out.contains(secret.text.as_str()) {
+                out.replace(secret.text.as_str(), HIDDEN)
+            } else {
+                out
+            };
         }
         out
     }
@@ -91,6 +154,22 @@ impl Transcript {
         }
         self.lines
     }
+}
+
+/// `text` with every ASCII-case-insensitive occurrence of `needle` hidden.
+fn replace_any_case(text: &str, needle: &str) -> String {
+    // ASCII lower-casing keeps byte offsets, so matches in the copy are matches in `text`.
+    let lower = text.to_ascii_lowercase();
+    let needle = needle.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut from = 0;
+    while let Some(at) = lower[from..].find(&needle) {
+        out.push_str(&text[from..from + at]);
+        out.push_str(HIDDEN);
+        from += at + needle.len();
+    }
+    out.push_str(&text[from..]);
+    out
 }
 
 fn shorten(line: &str) -> String {
@@ -183,6 +262,48 @@ mod tests {
             t.lines()
         );
         assert_eq!(t.lines()[2], "C: ***");
+    }
+
+    #[test]
+    fn scrubs_every_registered_form() {
+        let mut t = Transcript::new(&Password::new("tanstaaf"));
+        t.add_secret("\"tan\\\"staaf\"");
+        t.add_digest("c4c9334bac560ecc979e58001b3e22fb");
+        t.server(
+            "-ERR you said C4C9334BAC560ECC979E58001B3E22FB and c4C9334bac560ecc979e58001b3e22fB",
+        );
+        t.server("-ERR base64 dGFuc3RhYWY= and quoted \"tan\\\"staaf\"");
+        for line in t.lines() {
+            for leak in ["c4c9", "C4C9", "dGFuc3RhYWY", "staaf"] {
+                assert!(!line.contains(leak), "{leak} in {line}");
+            }
+        }
+        assert_eq!(t.lines()[0], "S: -ERR you said *** and ***");
+        // A digest's letters elsewhere are left alone.
+        assert_eq!(t.scrub("CAPA"), "CAPA");
+    }
+
+    #[test]
+    fn scrubs_secrets_quoted_by_debug_formatting() {
+        let t = Transcript::new(&Password::new("pa\"ss\\wörd"));
+        let error = format!(
+            "expected +OK or -ERR, got {:?}",
+            "you said PASS pa\"ss\\wörd"
+        );
+        assert!(error.contains("pa\\\"ss\\\\wörd"), "{error}");
+        let shown = t.scrub(&error);
+        assert!(!shown.contains("ss"), "{shown}");
+    }
+
+    #[test]
+    fn a_shorter_secret_cannot_break_up_a_longer_one() {
+        let mut t = Transcript::new(&Password::new("pw"));
+        // Were "pw" hidden first, "x***y-longer" would show most of the longer secret and
+        // no longer match it; the longer one goes first and disappears whole.
+        t.add_secret("pw");
+        t.add_secret("xpwy-longer");
+        assert_eq!(t.scrub("a xpwy-longer b"), "a *** b");
+        assert!(!format!("{t:?}").contains("xpwy"), "Debug shows no secret");
     }
 
     #[test]

@@ -249,8 +249,8 @@ pub enum Reason {
     AuthRejected,
     /// No method that the mode allows is offered by the server.
     MechanismUnavailable,
-    /// The server refuses passwords on this unencrypted connection (`LOGINDISABLED`,
-    /// `PRIVACYREQUIRED`); the password was not sent.
+    /// The server takes logins only over TLS and this connection has none (`LOGINDISABLED`,
+    /// `XTLSREQUIRED`, `PRIVACYREQUIRED`, "TLS required"): a configuration matter, no backoff.
     PlaintextDisallowed,
     /// The server is up but will not serve the login now (`[IN-USE]`, `[SYS/TEMP]`,
     /// `[LOGIN-DELAY]`, `UNAVAILABLE`, a `BYE` greeting).
@@ -267,10 +267,13 @@ pub enum Reason {
     Tls,
     /// The server spoke something other than the protocol, or hung up mid-dialogue.
     Protocol,
+    /// An IMAP `PREAUTH` greeting: the server logged the session in without checking any
+    /// credential, so nothing was learnt about them (with STARTTLS: the known bypass attack).
+    Preauth,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 11] = [
         Reason::AuthRejected,
         Reason::MechanismUnavailable,
         Reason::PlaintextDisallowed,
@@ -281,6 +284,7 @@ impl Reason {
         Reason::Dns,
         Reason::Tls,
         Reason::Protocol,
+        Reason::Preauth,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -295,6 +299,7 @@ impl Reason {
             Reason::Dns => "dns",
             Reason::Tls => "tls",
             Reason::Protocol => "protocol",
+            Reason::Preauth => "preauth",
         }
     }
 }

@@ -249,7 +249,7 @@ async fn every_metric_family_for_each_behaviour() {
     assert_eq!(failures("apop", "auth_rejected"), 0.0);
     assert_eq!(
         s.count("mailbox_auth_failures_total", &[("account", "apop")]),
-        10,
+        11,
         "every reason exists from the start"
     );
     assert!(value(&s, "mailbox_auth_consecutive_failures", "wrong", &[]) >= 2.0);
@@ -405,7 +405,7 @@ async fn every_series_exists_before_the_first_probe_finishes() {
     );
     assert_eq!(
         s.count("mailbox_auth_failures_total", &[("account", "slow")]),
-        10
+        11
     );
     assert_eq!(
         s.count("mailbox_probe_phase_seconds", &[("account", "slow")]),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use mailbox_exporter::probe::{self, Target, TlsSettings};
 use mailbox_exporter::proto::sasl;
 use mailbox_exporter::secret::Password;
-use mailbox_exporter::sim::{Behavior, BusyCode, SimServer, SimSpec, sim_certificate};
+use mailbox_exporter::sim::{Behavior, BusyCode, SimServer, SimSpec, TlsDemand, sim_certificate};
 use mailbox_exporter::verdict::{AuthMode, Protocol, TlsMode};
 
 const USER: &str = "agent7@helpdesk.example";
@@ -48,6 +48,10 @@ fn behaviors() -> Vec<Behavior> {
         Behavior::EndlessLine,
         Behavior::Garbage,
         Behavior::CloseOnAccept,
+        Behavior::TlsRequired(TlsDemand::Layer),
+        Behavior::TlsRequired(TlsDemand::Text),
+        Behavior::TlsRequired(TlsDemand::Capability),
+        Behavior::EchoRefusals,
     ]
 }
 
@@ -115,8 +119,8 @@ async fn no_verdict_of_any_failure_mode_contains_the_password() {
         outcomes.push(done.expect("no probe panics"));
     }
     assert!(outcomes.iter().any(|&ok| ok) && outcomes.iter().any(|&ok| !ok));
-    // 2 passwords x 3 TLS modes x 14 behaviours x (4 POP3 modes + 1 IMAP)
-    assert_eq!(outcomes.len(), 2 * 3 * 14 * 5);
+    // 2 passwords x 3 TLS modes x 18 behaviours x (4 POP3 modes + 1 IMAP)
+    assert_eq!(outcomes.len(), 2 * 3 * 18 * 5);
 }
 
 fn run_cli(args: &[String]) -> (String, i32) {
@@ -217,4 +221,173 @@ async fn probe_command_output_and_logs_never_contain_the_password() {
         successes > 0 && successes < 40,
         "both outcomes were exercised: {successes}"
     );
+}
+
+/// The APOP timestamp and CRAM-MD5 challenge of the echoing servers, so that the digests the
+/// client sends are known here.
+const STAMP: &str = "<1896.697170952@dbc.mtview.ca.us>";
+
+/// Passwords that take every form: escapes when IMAP-quoted, a literal when 8-bit.
+const ECHO_SECRETS: [&str; 3] = [
+    "Zq9-unique-Secret-4711",
+    "Zq9\"quoted\\Secret-4711",
+    "Zq9-ünïcode-Secret-4711",
+];
+
+/// Every form in which the client sends `password`, hex digests in both cases.
+fn sent_forms(password: &str) -> Vec<String> {
+    let apop = sasl::apop_digest(STAMP, password);
+    let cram = sasl::cram_md5_digest(password, STAMP.as_bytes());
+    let quoted = mailbox_exporter::proto::imap::quoted(password);
+    let mut forms = vec![
+        password.to_string(),
+        sasl::encode(password.as_bytes()),
+        sasl::plain_response(USER, password),
+        sasl::cram_md5_response(USER, password, STAMP.as_bytes()),
+        apop.to_ascii_uppercase(),
+        cram.to_ascii_uppercase(),
+        apop,
+        cram,
+    ];
+    if let Some(quoted) = quoted {
+        forms.push(quoted[1..quoted.len() - 1].to_string());
+        forms.push(quoted);
+    }
+    forms
+}
+
+fn assert_no_form(context: &str, password: &str, text: &str) {
+    for form in sent_forms(password) {
+        assert!(
+            !text.contains(&form),
+            "{context}: found {form:?} in:\n{text}"
+        );
+    }
+}
+
+async fn echo_server(protocol: Protocol, tls: TlsMode, sasl_ir: bool, password: &str) -> SimServer {
+    let mut spec = SimSpec::new(protocol, tls, Behavior::EchoRefusals).user(USER, password);
+    spec.fixed_stamp = Some(STAMP.to_string());
+    spec.sasl_ir = sasl_ir;
+    SimServer::start(spec).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_echoing_every_client_line_shows_no_form_of_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca_file(dir.path());
+    for password in ECHO_SECRETS {
+        for tls in [TlsMode::None, TlsMode::Starttls, TlsMode::Implicit] {
+            for (protocol, sasl_ir) in [
+                (Protocol::Pop3, true),
+                (Protocol::Imap, true),
+                (Protocol::Imap, false),
+            ] {
+                let sim = echo_server(protocol, tls, sasl_ir, password).await;
+                let modes: &[AuthMode] = match protocol {
+                    Protocol::Pop3 => &[
+                        AuthMode::Best,
+                        AuthMode::Apop,
+                        AuthMode::CramMd5,
+                        AuthMode::Pass,
+                    ],
+                    Protocol::Imap => &[AuthMode::Best],
+                };
+                for &auth_mode in modes {
+                    let target = Target {
+                        protocol,
+                        host: "127.0.0.1".into(),
+                        port: sim.port(),
+                        tls: TlsSettings {
+                            mode: tls,
+                            verify: true,
+                            ca_file: Some(ca.clone()),
+                        },
+                        username: USER.into(),
+                        password: Password::new(password),
+                        auth_mode,
+                        timeout: Duration::from_secs(5),
+                    };
+                    let context = format!("{protocol} tls {tls} {auth_mode} sasl-ir {sasl_ir}");
+                    let v = probe::probe(&target, None).await;
+                    assert!(!v.success, "{context}: {v:#?}");
+                    let everything = format!(
+                        "{v:?}\n{}\n{}",
+                        serde_json::to_string(&v).unwrap(),
+                        v.detail.as_deref().unwrap_or_default()
+                    );
+                    assert_no_form(&context, password, &everything);
+                    // The server did echo: the redaction, not luck, kept the forms out.
+                    let echoed = v
+                        .transcript
+                        .iter()
+                        .filter(|l| l.starts_with("S: ") && l.contains("you said"))
+                        .count();
+                    let expected = match (protocol, tls, auth_mode) {
+                        (Protocol::Pop3, TlsMode::Starttls, AuthMode::Best) => 2,
+                        (Protocol::Pop3, TlsMode::Starttls, AuthMode::Apop) => 0,
+                        (Protocol::Pop3, _, AuthMode::Best) | (Protocol::Imap, _, _) => 3,
+                        _ => 1,
+                    };
+                    assert_eq!(echoed, expected, "{context}: {:#?}", v.transcript);
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_command_shows_no_form_of_a_secret_a_server_echoes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut servers = Vec::new();
+    let mut accounts = String::new();
+    for (i, password) in ECHO_SECRETS.iter().enumerate() {
+        std::fs::write(dir.path().join(format!("secret{i}")), password).unwrap();
+        for (protocol, sasl_ir) in [
+            (Protocol::Pop3, true),
+            (Protocol::Imap, true),
+            (Protocol::Imap, false),
+        ] {
+            let sim = echo_server(protocol, TlsMode::None, sasl_ir, password).await;
+            let name = format!("e{}", servers.len());
+            accounts.push_str(&format!(
+                "      - {{ name: {name}, protocol: {protocol}, tls: none, server: \"127.0.0.1:{}\", username: \"{USER}\", password_file: secret{i} }}\n",
+                sim.port(),
+            ));
+            servers.push((name, *password, protocol, sim));
+        }
+    }
+    let config = dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!("timeout: 5s\ngroups:\n  - name: helpdesk\n    accounts:\n{accounts}"),
+    )
+    .unwrap();
+    for (name, password, protocol, _) in &servers {
+        let modes: &[&str] = match protocol {
+            Protocol::Pop3 => &["BEST", "APOP", "CRAM-MD5", "PASS"],
+            Protocol::Imap => &[""],
+        };
+        for mode in modes {
+            let mut args = vec![
+                "probe".to_string(),
+                format!("--config.file={}", config.display()),
+                format!("--account={name}"),
+                "--json".to_string(),
+                "--log.level=trace".to_string(),
+            ];
+            if !mode.is_empty() {
+                args.push(format!("--auth-mode={mode}"));
+            }
+            let (text, code) = tokio::task::spawn_blocking(move || run_cli(&args))
+                .await
+                .unwrap();
+            assert_eq!(code, 1, "{name} {mode}: {text}");
+            assert!(
+                text.contains("you said"),
+                "{name} {mode}: the server echoed: {text}"
+            );
+            assert_no_form(&format!("{name} {mode}"), password, &text);
+        }
+    }
 }

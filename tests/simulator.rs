@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use mailbox_exporter::probe::{self, Target, TlsSettings};
 use mailbox_exporter::secret::Password;
-use mailbox_exporter::sim::{Behavior, BusyCode, SimServer, SimSpec, sim_certificate};
+use mailbox_exporter::sim::{Behavior, BusyCode, SimServer, SimSpec, TlsDemand, sim_certificate};
 use mailbox_exporter::verdict::{
     Attempt, AttemptResult, AuthMode, Method, Protocol, Reason, TlsMode, Verdict,
 };
@@ -354,7 +354,7 @@ async fn pop3_plaintext_disallowed_never_sends_the_password() {
     let mut t = target(&sim, TlsMode::None);
     t.auth_mode = AuthMode::Pass;
     let v = run(&t).await;
-    assert_failure(&v, Reason::PlaintextDisallowed, &[(Pass, Rejected)]);
+    assert_failure(&v, Reason::PlaintextDisallowed, &[(Pass, Error)]);
     assert!(!v.cleartext);
     assert!(!sim.stats().commands.contains(&"PASS".to_string()));
 
@@ -362,6 +362,206 @@ async fn pop3_plaintext_disallowed_never_sends_the_password() {
     let v = run(&t).await;
     assert_failure(&v, Reason::PlaintextDisallowed, &[]);
     assert!(v.advice.as_deref().unwrap().contains("tls: starttls"));
+}
+
+#[tokio::test]
+async fn pop3_pinned_cram_md5_is_tried_though_capa_does_not_list_it() {
+    // Courier takes AUTH CRAM-MD5 without listing it.
+    let mut spec = SimSpec::new(Protocol::Pop3, TlsMode::Implicit, Behavior::Healthy);
+    spec.apop = false;
+    spec.unlisted_cram_md5 = true;
+    let sim = server_with(spec).await;
+    let mut t = target(&sim, TlsMode::Implicit);
+    t.auth_mode = AuthMode::CramMd5;
+    let v = run(&t).await;
+    assert_success(&v, CramMd5, &[(CramMd5, Success)]);
+    // BEST sticks to what is advertised.
+    t.auth_mode = AuthMode::Best;
+    let v = run(&t).await;
+    assert_success(&v, Pass, &[(Pass, Success)]);
+
+    // Only the server's refusal of the command makes it unavailable.
+    let mut spec = SimSpec::new(Protocol::Pop3, TlsMode::Implicit, Behavior::Healthy);
+    spec.cram_md5 = false;
+    let sim = server_with(spec).await;
+    let mut t = target(&sim, TlsMode::Implicit);
+    t.auth_mode = AuthMode::CramMd5;
+    let v = run(&t).await;
+    assert_failure(&v, Reason::MechanismUnavailable, &[(CramMd5, Error)]);
+    assert!(
+        v.detail
+            .as_deref()
+            .unwrap()
+            .contains("refused AUTH CRAM-MD5"),
+        "{v:#?}"
+    );
+    assert_eq!(sim.stats().commands, ["CAPA", "AUTH CRAM-MD5", "QUIT"]);
+    assert_eq!(sim.stats().logins_rejected, 0);
+}
+
+#[tokio::test]
+async fn pop3_after_stls_no_timestamp_from_before_tls_is_used() {
+    let sim = server(Protocol::Pop3, TlsMode::Starttls, Behavior::Healthy).await;
+    let mut t = target(&sim, TlsMode::Starttls);
+    let v = run(&t).await;
+    assert_success(&v, CramMd5, &[(CramMd5, Success)]);
+    assert!(transcript_has(
+        &v,
+        "APOP timestamp of the greeting before STLS is not trusted"
+    ));
+    assert!(!sim.stats().commands.contains(&"APOP".to_string()));
+
+    t.auth_mode = AuthMode::Apop;
+    let v = run(&t).await;
+    assert_failure(&v, Reason::MechanismUnavailable, &[]);
+    let detail = v.detail.as_deref().unwrap();
+    assert!(detail.contains("no greeting after STLS"), "{detail}");
+    let advice = v.advice.as_deref().unwrap();
+    assert!(advice.contains("tls: implicit for APOP"), "{advice}");
+    assert_eq!(
+        sim.stats().commands,
+        [
+            "CAPA",
+            "STLS",
+            "CAPA",
+            "AUTH CRAM-MD5",
+            "QUIT",
+            "CAPA",
+            "STLS",
+            "CAPA",
+            "QUIT"
+        ],
+        "APOP is never sent after STLS"
+    );
+}
+
+/// A probe that met a TLS demand: reported as `plaintext_disallowed` with the advice to set
+/// `tls`, no password sent, no login counted by the server.
+fn assert_tls_demanded(v: &Verdict, sim: &SimServer, tried: &[(Method, AttemptResult)]) {
+    assert_failure(v, Reason::PlaintextDisallowed, tried);
+    assert!(!v.cleartext, "{v:#?}");
+    let advice = v.advice.as_deref().unwrap();
+    assert!(
+        advice.contains("set tls: starttls or tls: implicit"),
+        "{advice}"
+    );
+    let commands = sim.stats().commands;
+    assert!(
+        !commands
+            .iter()
+            .any(|c| c == "PASS" || c == "LOGIN" || c.starts_with("AUTHENTICATE PLAIN")),
+        "{commands:?}"
+    );
+}
+
+#[tokio::test]
+async fn pop3_capa_with_stls_but_no_user_is_plaintext_disallowed_before_user() {
+    // Cyrus with allowplaintext: 0.
+    let sim = server(
+        Protocol::Pop3,
+        TlsMode::Starttls,
+        Behavior::TlsRequired(TlsDemand::Layer),
+    )
+    .await;
+    for mode in [AuthMode::Best, AuthMode::Pass] {
+        let mut t = target(&sim, TlsMode::None);
+        t.auth_mode = mode;
+        let v = run(&t).await;
+        assert_tls_demanded(&v, &sim, &[]);
+    }
+    assert_eq!(
+        sim.stats().commands,
+        ["CAPA", "QUIT", "CAPA", "QUIT"],
+        "no USER"
+    );
+    let v = run(&target(&sim, TlsMode::Starttls)).await;
+    assert_success(&v, CramMd5, &[(CramMd5, Success)]);
+}
+
+#[tokio::test]
+async fn pop3_user_only_available_under_a_layer_is_plaintext_disallowed() {
+    // Without STLS on offer, a pinned PASS is tried and meets Cyrus' answer to USER.
+    let sim = server(
+        Protocol::Pop3,
+        TlsMode::None,
+        Behavior::TlsRequired(TlsDemand::Layer),
+    )
+    .await;
+    let mut t = target(&sim, TlsMode::None);
+    t.auth_mode = AuthMode::Pass;
+    let v = run(&t).await;
+    assert_tls_demanded(&v, &sim, &[(Pass, Error)]);
+    let detail = v.detail.as_deref().unwrap();
+    assert!(detail.contains("only available under a layer"), "{detail}");
+    assert!(detail.contains("the password was not sent"), "{detail}");
+}
+
+#[tokio::test]
+async fn pop3_tls_required_text_is_plaintext_disallowed_for_every_command() {
+    let sim = server(
+        Protocol::Pop3,
+        TlsMode::Starttls,
+        Behavior::TlsRequired(TlsDemand::Text),
+    )
+    .await;
+    for (mode, method, verb) in [
+        (AuthMode::Best, Apop, "APOP"),
+        (AuthMode::Apop, Apop, "APOP"),
+        (AuthMode::CramMd5, CramMd5, "AUTH CRAM-MD5"),
+        (AuthMode::Pass, Pass, "USER"),
+    ] {
+        let before = sim.stats().commands.len();
+        let mut t = target(&sim, TlsMode::None);
+        t.auth_mode = mode;
+        let v = run(&t).await;
+        assert_tls_demanded(&v, &sim, &[(method, Error)]);
+        assert!(
+            v.detail
+                .as_deref()
+                .unwrap()
+                .contains("TLS required to log in."),
+            "{v:#?}"
+        );
+        // The ladder stops at the first demand: nothing more goes out on that connection.
+        assert_eq!(
+            sim.stats().commands[before..],
+            ["CAPA", verb, "QUIT"],
+            "{mode}"
+        );
+    }
+    let v = run(&target(&sim, TlsMode::Starttls)).await;
+    assert_success(&v, CramMd5, &[(CramMd5, Success)]);
+}
+
+#[tokio::test]
+async fn pop3_xtlsrequired_in_capa_sends_no_login_at_all() {
+    // GNU Mailutils: USER would be answered "-ERR Incorrect state".
+    let sim = server(
+        Protocol::Pop3,
+        TlsMode::Starttls,
+        Behavior::TlsRequired(TlsDemand::Capability),
+    )
+    .await;
+    for mode in [
+        AuthMode::Best,
+        AuthMode::Apop,
+        AuthMode::CramMd5,
+        AuthMode::Pass,
+    ] {
+        let mut t = target(&sim, TlsMode::None);
+        t.auth_mode = mode;
+        let v = run(&t).await;
+        assert_tls_demanded(&v, &sim, &[]);
+        assert!(v.detail.as_deref().unwrap().contains("XTLSREQUIRED"));
+    }
+    assert!(
+        sim.stats()
+            .commands
+            .iter()
+            .all(|c| c == "CAPA" || c == "QUIT")
+    );
+    let v = run(&target(&sim, TlsMode::Starttls)).await;
+    assert_success(&v, CramMd5, &[(CramMd5, Success)]);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -488,6 +688,66 @@ async fn imap_logindisabled_without_tls_never_sends_the_password() {
 }
 
 #[tokio::test]
+async fn imap_authenticate_plain_is_not_used_under_logindisabled_without_tls() {
+    // GNU Mailutils: `STARTTLS LOGINDISABLED AUTH=PLAIN`.
+    let sim = server(
+        Protocol::Imap,
+        TlsMode::Starttls,
+        Behavior::TlsRequired(TlsDemand::Capability),
+    )
+    .await;
+    let v = run(&target(&sim, TlsMode::None)).await;
+    assert_tls_demanded(&v, &sim, &[]);
+    assert_eq!(sim.stats().commands, ["LOGOUT"], "neither PLAIN nor LOGIN");
+    let v = run(&target(&sim, TlsMode::Starttls)).await;
+    assert_success(&v, CramMd5, &[(CramMd5, Success)]);
+    // Over TLS the same capability does not hold PLAIN back.
+    let mut spec = SimSpec::new(Protocol::Imap, TlsMode::Implicit, Behavior::Healthy);
+    spec.cram_md5 = false;
+    let sim = server_with(spec).await;
+    let v = run(&target(&sim, TlsMode::Implicit)).await;
+    assert_success(&v, Plain, &[(Plain, Success)]);
+}
+
+#[tokio::test]
+async fn imap_starttls_required_answer_is_plaintext_disallowed() {
+    // Cyrus: `STARTTLS LOGINDISABLED AUTH=PLAIN AUTH=CRAM-MD5`, AUTHENTICATE answered
+    // `NO STARTTLS required`.
+    let sim = server(
+        Protocol::Imap,
+        TlsMode::Starttls,
+        Behavior::TlsRequired(TlsDemand::Layer),
+    )
+    .await;
+    let v = run(&target(&sim, TlsMode::None)).await;
+    assert_tls_demanded(&v, &sim, &[(CramMd5, Error)]);
+    assert!(
+        v.detail
+            .as_deref()
+            .unwrap()
+            .contains("NO STARTTLS required")
+    );
+    assert_eq!(sim.stats().commands, ["AUTHENTICATE CRAM-MD5", "LOGOUT"]);
+    let v = run(&target(&sim, TlsMode::Starttls)).await;
+    assert_success(&v, CramMd5, &[(CramMd5, Success)]);
+
+    // Without LOGINDISABLED the text alone says it; the ladder stops there, before PLAIN
+    // or LOGIN could carry the password in the clear.
+    let sim = server(
+        Protocol::Imap,
+        TlsMode::Starttls,
+        Behavior::TlsRequired(TlsDemand::Text),
+    )
+    .await;
+    let v = run(&target(&sim, TlsMode::None)).await;
+    assert_tls_demanded(&v, &sim, &[(CramMd5, Error)]);
+    assert_eq!(sim.stats().commands, ["AUTHENTICATE CRAM-MD5", "LOGOUT"]);
+    let v = run_preferring(&target(&sim, TlsMode::None), Some(Login)).await;
+    assert_failure(&v, Reason::PlaintextDisallowed, &[(Login, Error)]);
+    assert!(v.cleartext, "LOGIN went out before the server said no");
+}
+
+#[tokio::test]
 async fn imap_oauth_only_provider_is_mechanism_unavailable() {
     let sim = server(Protocol::Imap, TlsMode::Implicit, Behavior::OAuthOnly).await;
     let v = run(&target(&sim, TlsMode::Implicit)).await;
@@ -496,13 +756,25 @@ async fn imap_oauth_only_provider_is_mechanism_unavailable() {
 }
 
 #[tokio::test]
-async fn imap_preauth_is_a_login_without_a_method() {
-    let sim = server(Protocol::Imap, TlsMode::Implicit, Behavior::Preauth).await;
-    let v = run(&target(&sim, TlsMode::Implicit)).await;
-    assert!(
-        v.success && v.method.is_none() && v.attempts.is_empty(),
-        "{v:#?}"
-    );
+async fn imap_preauth_is_never_a_login() {
+    for tls in [TlsMode::None, TlsMode::Starttls, TlsMode::Implicit] {
+        let sim = server(Protocol::Imap, tls, Behavior::Preauth).await;
+        let v = run(&target(&sim, tls)).await;
+        assert_failure(&v, Reason::Preauth, &[]);
+        let detail = v.detail.as_deref().unwrap();
+        assert!(
+            detail.contains("greeted with PREAUTH: no credentials were checked"),
+            "{detail}"
+        );
+        assert_eq!(
+            detail.contains("STARTTLS-bypass attack"),
+            tls == TlsMode::Starttls,
+            "{detail}"
+        );
+        assert!(!v.cleartext);
+        // Nothing but the goodbye: no STARTTLS on a session already "logged in", no login.
+        assert_eq!(sim.stats().commands, ["LOGOUT"], "{tls}");
+    }
 }
 
 #[tokio::test]

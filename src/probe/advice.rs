@@ -103,11 +103,17 @@ pub(crate) fn advise(f: &Facts<'_>) -> Option<String> {
             }
         }
         Reason::PlaintextDisallowed => out.push(
-            "the server refuses passwords on unencrypted connections; set tls: starttls (or \
-             implicit)"
+            "the server takes logins only over TLS (a configuration matter, not the password); \
+             set tls: starttls or tls: implicit"
                 .into(),
         ),
         Reason::MechanismUnavailable => out.push(match (t.protocol, t.auth_mode) {
+            (Protocol::Pop3, AuthMode::Apop) if t.tls.mode == TlsMode::Starttls => {
+                "APOP needs a greeting read over TLS, which only tls: implicit gives (POP3 \
+                 sends none after STLS): use tls: implicit for APOP, or another auth_mode \
+                 (BEST, CRAM-MD5 or PASS)"
+                    .into()
+            }
             (Protocol::Pop3, AuthMode::Apop | AuthMode::CramMd5) => format!(
                 "the server does not offer {}; set auth_mode: BEST (or PASS)",
                 t.auth_mode
@@ -141,6 +147,16 @@ pub(crate) fn advise(f: &Facts<'_>) -> Option<String> {
                 .into(),
             _ => "TLS failed; check the port speaks TLS (tls: implicit) and the certificate; \
                   for a private CA set ca_file (tls_verify: false only as a last resort)"
+                .into(),
+        }),
+        Reason::Preauth => out.push(match t.tls.mode {
+            TlsMode::Starttls => "the server (or something between it and this host) skipped \
+                                  the login with PREAUTH before STARTTLS, the STARTTLS-bypass \
+                                  attack: check the network path and the server, and use \
+                                  tls: implicit"
+                .into(),
+            _ => "the server pre-authenticates connections, so no password is checked: point \
+                  server at a port that asks for a login, or ask the mail admin"
                 .into(),
         }),
         Reason::Protocol => out.push(format!(

@@ -30,6 +30,7 @@ impl Caps {
 }
 
 /// A tagged completion.
+#[derive(Clone)]
 struct Done {
     status: Status,
     code: Option<Code>,
@@ -138,14 +139,18 @@ fn said(d: &Done) -> String {
     format!("{status} {code}{}", d.text)
 }
 
-/// Reads the completion of a credential command.
-fn judge(m: Method, d: Done) -> RungEnd {
+/// Reads the completion of a credential command on a connection with or without TLS.
+fn judge(m: Method, d: Done, encrypted: bool) -> RungEnd {
     let text = said(&d);
+    // About the connection, not the credentials: no further rung is tried on it (the next
+    // might carry the password in the clear to a server that said it wants TLS).
+    if imap::demands_tls(d.status, d.code.as_ref(), &d.text, encrypted) {
+        return RungEnd::Failed(ProbeError::PlaintextDisallowed(format!(
+            "{m}: the server takes logins only over TLS: {text}"
+        )));
+    }
     match (d.status, &d.code) {
         (Status::Ok, _) => RungEnd::Success,
-        (Status::No, Some(Code::PrivacyRequired)) => RungEnd::Rejected(
-            ProbeError::PlaintextDisallowed(format!("{m}: the server requires TLS: {text}")),
-        ),
         (Status::No, Some(Code::Unavailable)) => RungEnd::Failed(ProbeError::ServerBusy(format!(
             "{m}: the server cannot serve logins now: {text}"
         ))),
@@ -155,6 +160,22 @@ fn judge(m: Method, d: Done) -> RungEnd {
         (Status::No, _) => RungEnd::Rejected(ProbeError::AuthRejected(text)),
         _ => RungEnd::Failed(ProbeError::Protocol(format!(
             "{m}: the server did not accept the command: {text}"
+        ))),
+    }
+}
+
+/// Reads an `AUTHENTICATE` refused before any credential went out: a TLS demand (or a busy
+/// or broken server) is read as such, anything else means the mechanism is not available.
+fn refused_command(m: Method, d: Done, encrypted: bool) -> RungEnd {
+    match judge(m, d.clone(), encrypted) {
+        end @ RungEnd::Failed(
+            ProbeError::PlaintextDisallowed(_)
+            | ProbeError::ServerBusy(_)
+            | ProbeError::ServerError(_),
+        ) => end,
+        _ => RungEnd::Failed(ProbeError::MechanismUnavailable(format!(
+            "the server refused AUTHENTICATE {m}: {}",
+            said(&d)
         ))),
     }
 }
@@ -221,14 +242,17 @@ impl Dialect for Imap {
 
     fn plan(&self, s: &Session<'_>, link: &Link<Caps>) -> Result<Vec<Method>, ProbeError> {
         if link.caps.preauth {
-            return Ok(Vec::new());
+            return Err(ProbeError::Preauth(preauth_detail(s.target.tls.mode)));
         }
         let caps = &link.caps.caps;
+        // LOGINDISABLED forbids the password in the clear on this connection: AUTHENTICATE
+        // PLAIN carries it as plainly as LOGIN does (base64 is no encryption).
+        let cleartext_forbidden = caps.login_disabled() && !link.tls;
         let mut rungs = Vec::new();
         if caps.auth("CRAM-MD5") {
             rungs.push(Method::CramMd5);
         }
-        if caps.auth("PLAIN") {
+        if caps.auth("PLAIN") && !cleartext_forbidden {
             rungs.push(Method::Plain);
         }
         if !caps.login_disabled() && imap::quoted(&s.target.username).is_some() {
@@ -241,7 +265,7 @@ impl Dialect for Imap {
             rungs.insert(0, p);
         }
         if rungs.is_empty() {
-            if caps.login_disabled() && !link.tls {
+            if cleartext_forbidden {
                 return Err(ProbeError::PlaintextDisallowed(
                     "the server advertises LOGINDISABLED on this unencrypted connection and no \
                      mechanism that keeps the password secret; the password was not sent"
@@ -278,12 +302,7 @@ impl Dialect for Imap {
                     .await;
                 let challenge = match first {
                     Ok(Step::Continue(text)) => text,
-                    Ok(Step::Done(d)) => {
-                        return RungEnd::Failed(ProbeError::MechanismUnavailable(format!(
-                            "the server refused AUTHENTICATE CRAM-MD5: {}",
-                            said(&d)
-                        )));
-                    }
+                    Ok(Step::Done(d)) => return refused_command(m, d, tls),
                     Err(e) => return RungEnd::from_error(e),
                 };
                 let Some(challenge) = sasl::decode_challenge(&challenge) else {
@@ -297,17 +316,18 @@ impl Dialect for Imap {
                         "the CRAM-MD5 challenge is not valid base64".into(),
                     ));
                 };
-                let answer = sasl::cram_md5_response(&user, password.expose(), &challenge);
+                let answer = super::cram_md5_answer(conn, &user, &password, &challenge);
                 let result = s
                     .timed(Phase::Auth, async {
                         conn.send_secret(&answer).await?;
                         done(conn, &tag).await
                     })
                     .await;
-                finish_rung(m, result).stay_on_connection()
+                finish_rung(m, result, tls).stay_on_connection()
             }
             Method::Plain => {
                 let blob = sasl::plain_response(&user, password.expose());
+                conn.transcript_mut().add_secret(&blob);
                 if !tls {
                     s.cleartext = true;
                 }
@@ -320,14 +340,18 @@ impl Dialect for Imap {
                             conn.send(&format!("{tag} AUTHENTICATE PLAIN")).await?;
                             match step(conn, &tag, &mut None).await? {
                                 Step::Continue(_) => {}
-                                Step::Done(d) => return Ok(d),
+                                Step::Done(d) => return Ok((d, false)),
                             }
                             conn.send_secret(&blob).await?;
                         }
-                        done(conn, &tag).await
+                        Ok::<_, ProbeError>((done(conn, &tag).await?, true))
                     })
                     .await;
-                finish_rung(m, result)
+                match result {
+                    Ok((d, false)) => refused_command(m, d, tls),
+                    Ok((d, true)) => finish_rung(m, Ok(d), tls),
+                    Err(e) => finish_rung(m, Err(e), tls),
+                }
             }
             Method::Login => {
                 let Some(quoted_user) = imap::quoted(&user) else {
@@ -342,6 +366,11 @@ impl Dialect for Imap {
                     .timed(Phase::Auth, async {
                         match imap::quoted(password.expose()) {
                             Some(quoted_password) => {
+                                // The quoted form, escapes and all, and its inside, which a
+                                // server may echo without the quotes.
+                                let inside = &quoted_password[1..quoted_password.len() - 1];
+                                conn.transcript_mut().add_secret(inside);
+                                conn.transcript_mut().add_secret(&quoted_password);
                                 conn.send(&format!("{tag} LOGIN {quoted_user} {quoted_password}"))
                                     .await?;
                             }
@@ -365,7 +394,7 @@ impl Dialect for Imap {
                         done(conn, &tag).await
                     })
                     .await;
-                finish_rung(m, result)
+                finish_rung(m, result, tls)
             }
             Method::Apop | Method::Pass => RungEnd::Failed(ProbeError::MechanismUnavailable(
                 format!("{m} is not an IMAP method"),
@@ -385,12 +414,32 @@ impl Dialect for Imap {
     }
 }
 
+/// Why a `PREAUTH` greeting is no login: nothing checked the credentials, and before
+/// STARTTLS it is how a man in the middle keeps the session unencrypted.
+fn preauth_detail(mode: TlsMode) -> String {
+    let why = match mode {
+        TlsMode::Starttls => {
+            "with tls: starttls this is the STARTTLS-bypass attack (a PREAUTH greeting \
+             before STARTTLS keeps the session unencrypted, e.g. a man in the middle), so \
+             STARTTLS was not sent and the session was not used"
+        }
+        TlsMode::Implicit | TlsMode::None => {
+            "the server logs every connection in (e.g. an imapd run over ssh or behind a \
+             trusted-network rule), so this probe cannot tell whether the password works"
+        }
+    };
+    format!(
+        "the server greeted with PREAUTH: no credentials were checked; {why}; the password \
+         was not sent"
+    )
+}
+
 /// PLAIN with SASL-IR and LOGIN carry the credentials in their first line, so a hang-up
 /// there is as likely the server closing after the previous rejection as an answer to this
 /// one: such a rung may be tried once more on a fresh connection.
-fn finish_rung(m: Method, result: Result<Done, ProbeError>) -> RungEnd {
+fn finish_rung(m: Method, result: Result<Done, ProbeError>, encrypted: bool) -> RungEnd {
     match result {
-        Ok(d) => judge(m, d),
+        Ok(d) => judge(m, d, encrypted),
         Err(e) => RungEnd::from_error(e),
     }
 }

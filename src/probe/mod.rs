@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::conn::{ConnError, Connection};
+use crate::proto::sasl;
 use crate::secret::Password;
 use crate::tls::{self, TlsError};
 use crate::transcript::Transcript;
@@ -95,6 +96,9 @@ pub enum ProbeError {
     MechanismUnavailable(String),
     #[error("{0}")]
     PlaintextDisallowed(String),
+    /// An IMAP `PREAUTH` greeting: logged in without any credential being checked.
+    #[error("{0}")]
+    Preauth(String),
 }
 
 impl ProbeError {
@@ -111,6 +115,7 @@ impl ProbeError {
             ProbeError::AuthRejected(_) => Reason::AuthRejected,
             ProbeError::MechanismUnavailable(_) => Reason::MechanismUnavailable,
             ProbeError::PlaintextDisallowed(_) => Reason::PlaintextDisallowed,
+            ProbeError::Preauth(_) => Reason::Preauth,
         }
     }
 }
@@ -373,6 +378,21 @@ impl<'a> Session<'a> {
     }
 }
 
+/// The CRAM-MD5 answer to `challenge`, its every form (the base64 line and the hex digest
+/// inside it) registered as secret on `conn` first, so that a server echoing it is scrubbed.
+pub(crate) fn cram_md5_answer(
+    conn: &mut Conn,
+    user: &str,
+    password: &Password,
+    challenge: &[u8],
+) -> String {
+    let transcript = conn.transcript_mut();
+    transcript.add_digest(&sasl::cram_md5_digest(password.expose(), challenge));
+    let answer = sasl::cram_md5_response(user, password.expose(), challenge);
+    transcript.add_secret(&answer);
+    answer
+}
+
 /// Runs one probe. `preferred` is the method that worked last time: BEST tries it first and
 /// walks the rest of the ladder only when it no longer works.
 pub async fn probe(target: &Target, preferred: Option<Method>) -> Verdict {
@@ -590,6 +610,7 @@ mod tests {
                 ProbeError::PlaintextDisallowed("x".into()),
                 Reason::PlaintextDisallowed,
             ),
+            (ProbeError::Preauth("x".into()), Reason::Preauth),
         ];
         for (e, r) in cases {
             assert_eq!(e.reason(), r, "{e:?}");

@@ -72,7 +72,13 @@ impl Dialect for Pop3 {
             Ok(found) => found,
             Err(e) => return Err(s.abandon(conn, e)),
         };
+        let mut timestamp = timestamp;
         if starttls {
+            // POP3 sends no greeting after STLS, so no timestamp was read over TLS; the one
+            // from before may have been chosen by whoever sat in between.
+            if timestamp.take().is_some() {
+                conn.note("the APOP timestamp of the greeting before STLS is not trusted; no APOP");
+            }
             conn = s.upgrade(conn).await?;
             tls = true;
             // Capabilities from before TLS are not to be trusted.
@@ -94,18 +100,41 @@ impl Dialect for Pop3 {
 
     fn plan(&self, s: &Session<'_>, link: &Link<Caps>) -> Result<Vec<Method>, ProbeError> {
         let caps = &link.caps;
-        let cram_offered = caps.capa.as_ref().map(|c| c.has_sasl("CRAM-MD5"));
-        let user_offered = caps.capa.as_ref().map(|c| c.user);
-        match s.target.auth_mode {
-            AuthMode::Apop if caps.timestamp.is_none() => Err(ProbeError::MechanismUnavailable(
-                "auth_mode APOP needs a timestamp <...@...> in the greeting, and this server sent none"
+        let capa = caps.capa.as_ref();
+        let cram_offered = capa.map(|c| c.has_sasl("CRAM-MD5"));
+        let user_offered = capa.map(|c| c.user);
+        let plain = !link.tls;
+        // Capabilities decide first: nothing is sent to a server that said it will refuse it.
+        if plain && capa.is_some_and(|c| c.tls_required) {
+            return Err(ProbeError::PlaintextDisallowed(
+                "the server's CAPA lists XTLSREQUIRED: it takes logins only over TLS, and this \
+                 connection is unencrypted; nothing was sent"
                     .into(),
-            )),
-            AuthMode::CramMd5 if cram_offered == Some(false) => {
-                Err(ProbeError::MechanismUnavailable(
-                    "auth_mode CRAM-MD5, but the server's CAPA does not list SASL CRAM-MD5".into(),
+            ));
+        }
+        match s.target.auth_mode {
+            AuthMode::Apop if caps.timestamp.is_none() => {
+                Err(ProbeError::MechanismUnavailable(match s.target.tls.mode {
+                    TlsMode::Starttls => "auth_mode APOP with tls: starttls: POP3 sends no \
+                        greeting after STLS, so there is no APOP timestamp read over TLS, and \
+                        the one from before STLS is not trusted (whoever sat in between could \
+                        have chosen it); APOP needs tls: implicit"
+                        .into(),
+                    _ => "auth_mode APOP needs a timestamp <...@...> in the greeting, and this \
+                          server sent none"
+                        .into(),
+                }))
+            }
+            AuthMode::Pass if plain && capa.is_some_and(|c| c.stls && !c.user) => {
+                Err(ProbeError::PlaintextDisallowed(
+                    "the server's CAPA offers STLS but not USER on this unencrypted connection: \
+                     it takes USER/PASS only over TLS; USER was not sent"
+                        .into(),
                 ))
             }
+            // A pinned mode is what the operator asked for: tried even when CAPA does not list
+            // it (Courier takes an unadvertised AUTH CRAM-MD5); only the server's refusal of
+            // the command makes it unavailable.
             AuthMode::Apop | AuthMode::CramMd5 | AuthMode::Pass => {
                 Ok(vec![s.target.auth_mode.pinned().expect("pinned mode")])
             }
@@ -129,7 +158,7 @@ impl Dialect for Pop3 {
                 if rungs.is_empty() {
                     // Servers drop USER from CAPA when they refuse plaintext logins on an
                     // unencrypted connection (Dovecot's disable_plaintext_auth).
-                    if !link.tls && user_offered == Some(false) {
+                    if plain && user_offered == Some(false) {
                         return Err(ProbeError::PlaintextDisallowed(
                             "the server offers no login method on this unencrypted connection \
                              (CAPA does not list USER); the password was not sent"
@@ -157,13 +186,14 @@ impl Dialect for Pop3 {
                     ));
                 };
                 let digest = sasl::apop_digest(&stamp, password.expose());
+                conn.transcript_mut().add_digest(&digest);
                 let sent = s
                     .timed(Phase::Auth, async {
                         conn.send(&format!("APOP {user} {digest}")).await?;
                         read_reply(conn).await
                     })
                     .await;
-                judge(m, sent)
+                judge(m, sent, link.tls)
             }
             Method::CramMd5 => {
                 let first = s
@@ -178,12 +208,17 @@ impl Dialect for Pop3 {
                 };
                 let Some(challenge) = pop3::continuation(&line) else {
                     return match pop3::parse_reply(&line) {
-                        Ok(reply) if !reply.ok => {
-                            RungEnd::Failed(ProbeError::MechanismUnavailable(format!(
-                                "the server refused AUTH CRAM-MD5: -ERR {}",
-                                reply.text
-                            )))
-                        }
+                        // Refused before any challenge: the command, not a credential.
+                        Ok(reply) if !reply.ok => match reply.refusal(link.tls) {
+                            Refusal::Credentials => {
+                                RungEnd::Failed(ProbeError::MechanismUnavailable(format!(
+                                    "the server refused AUTH CRAM-MD5: -ERR {}{}",
+                                    code_prefix(&reply),
+                                    reply.text
+                                )))
+                            }
+                            _ => judge(m, Ok(reply), link.tls),
+                        },
                         _ => RungEnd::Failed(ProbeError::Protocol(format!(
                             "expected a CRAM-MD5 challenge, got {line:?}"
                         ))),
@@ -201,14 +236,14 @@ impl Dialect for Pop3 {
                         "the CRAM-MD5 challenge is not valid base64".into(),
                     ));
                 };
-                let answer = sasl::cram_md5_response(&user, password.expose(), &challenge);
+                let answer = super::cram_md5_answer(conn, &user, &password, &challenge);
                 let sent = s
                     .timed(Phase::Auth, async {
                         conn.send_secret(&answer).await?;
                         read_reply(conn).await
                     })
                     .await;
-                judge(m, sent).stay_on_connection()
+                judge(m, sent, link.tls).stay_on_connection()
             }
             Method::Pass => {
                 let tls = link.tls;
@@ -220,14 +255,14 @@ impl Dialect for Pop3 {
                     .await;
                 match told {
                     Ok(reply) if !reply.ok => {
-                        if reply.says_plaintext_disallowed() {
-                            return RungEnd::Rejected(ProbeError::PlaintextDisallowed(format!(
-                                "the server refuses USER/PASS on this unencrypted connection: -ERR {}{}; the password was not sent",
-                                code_prefix(&reply),
-                                reply.text
-                            )));
-                        }
-                        return judge(m, Ok(reply));
+                        return match judge(m, Ok(reply), tls) {
+                            RungEnd::Failed(ProbeError::PlaintextDisallowed(d)) => {
+                                RungEnd::Failed(ProbeError::PlaintextDisallowed(format!(
+                                    "{d}; USER was refused, the password was not sent"
+                                )))
+                            }
+                            other => other,
+                        };
                     }
                     Ok(_) => {}
                     Err(e) => return RungEnd::from_error(e),
@@ -241,7 +276,7 @@ impl Dialect for Pop3 {
                         read_reply(conn).await
                     })
                     .await;
-                judge(m, sent).stay_on_connection()
+                judge(m, sent, tls).stay_on_connection()
             }
             Method::Plain | Method::Login => RungEnd::Failed(ProbeError::MechanismUnavailable(
                 format!("{m} is not a POP3 method"),
@@ -268,8 +303,8 @@ fn code_prefix(reply: &Reply) -> String {
         .unwrap_or_default()
 }
 
-/// Reads a reply to a credential command.
-fn judge(m: Method, reply: Result<Reply, ProbeError>) -> RungEnd {
+/// Reads a reply to a credential command (or to USER) on a connection with or without TLS.
+fn judge(m: Method, reply: Result<Reply, ProbeError>, encrypted: bool) -> RungEnd {
     let reply = match reply {
         Ok(reply) => reply,
         Err(e) => return RungEnd::from_error(e),
@@ -278,8 +313,14 @@ fn judge(m: Method, reply: Result<Reply, ProbeError>) -> RungEnd {
         return RungEnd::Success;
     }
     let said = format!("-ERR {}{}", code_prefix(&reply), reply.text);
-    match reply.refusal() {
+    match reply.refusal(encrypted) {
         Refusal::Credentials => RungEnd::Rejected(ProbeError::AuthRejected(said)),
+        // About the connection, not the credentials: no further rung is tried on it (the
+        // next might carry the password in the clear to a server that said it wants TLS).
+        Refusal::TlsRequired => RungEnd::Failed(ProbeError::PlaintextDisallowed(format!(
+            "{m}: the server takes logins only over TLS and this connection is unencrypted: \
+             {said}"
+        ))),
         Refusal::Busy => RungEnd::Failed(ProbeError::ServerBusy(format!(
             "{m}: the server is busy or the mailbox is locked: {said}"
         ))),

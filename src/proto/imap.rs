@@ -141,6 +141,22 @@ fn split_code(text: &str) -> (Option<Code>, String) {
     (None, text.to_string())
 }
 
+/// Whether a `NO` or `BAD` completion says the server takes logins only over TLS:
+/// `[PRIVACYREQUIRED]` (RFC 5530) always; otherwise, on an unencrypted connection only, the
+/// text (`NO STARTTLS required`), unless another code already explains the refusal.
+pub fn demands_tls(status: Status, code: Option<&Code>, text: &str, encrypted: bool) -> bool {
+    if !matches!(status, Status::No | Status::Bad) {
+        return false;
+    }
+    match code {
+        Some(Code::PrivacyRequired) => true,
+        None | Some(Code::Alert) | Some(Code::Other(_)) | Some(Code::Capability(_)) => {
+            !encrypted && super::says_tls_required(text)
+        }
+        Some(_) => false,
+    }
+}
+
 /// What CAPABILITY advertised.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Capabilities {
@@ -331,6 +347,31 @@ mod tests {
         ]);
         assert!(caps.auth("CRAM-MD5") && caps.auth("PLAIN") && !caps.auth("LOGIN"));
         assert!(caps.login_disabled() && !caps.starttls() && !caps.sasl_ir() && caps.oauth());
+    }
+
+    #[test]
+    fn tls_demands() {
+        let demands = |line: &str, encrypted: bool| match parse_response(line).unwrap() {
+            Response::Tagged {
+                status, code, text, ..
+            } => demands_tls(status, code.as_ref(), &text, encrypted),
+            other => panic!("{other:?}"),
+        };
+        assert!(demands("a1 NO STARTTLS required", false));
+        assert!(!demands("a1 NO STARTTLS required", true));
+        assert!(demands("a1 BAD TLS required to log in.", false));
+        assert!(demands("a1 NO [PRIVACYREQUIRED] Use TLS", false));
+        assert!(demands("a1 NO [PRIVACYREQUIRED] Use TLS", true));
+        assert!(!demands(
+            "a1 NO [AUTHENTICATIONFAILED] Authentication failed.",
+            false
+        ));
+        assert!(!demands(
+            "a1 NO [UNAVAILABLE] TLS backend required but down",
+            false
+        ));
+        assert!(!demands("a1 NO Authentication failed.", false));
+        assert!(!demands("a1 OK STARTTLS required? no", false));
     }
 
     #[test]

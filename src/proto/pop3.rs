@@ -19,6 +19,8 @@ pub struct NotAStatus(pub String);
 pub enum Refusal {
     /// The credentials were refused (`[AUTH]`, or no code at all).
     Credentials,
+    /// The server takes logins only over TLS, and this connection has none.
+    TlsRequired,
     /// The server will not serve this login now (`[IN-USE]`, `[LOGIN-DELAY]`, `[SYS/TEMP]`).
     Busy,
     /// A permanent fault of the server (`[SYS/PERM]`).
@@ -67,24 +69,18 @@ fn split_code(text: &str) -> (Option<String>, &str) {
 }
 
 impl Reply {
-    pub fn refusal(&self) -> Refusal {
+    /// Reads a refusal: the response code first (RFC 2449, RFC 3206), then, on an unencrypted
+    /// connection only, whether the text demands TLS (POP3 has no code for that), else the
+    /// credentials. `[AUTH]` does not settle it: Cyrus says `-ERR [AUTH] USER command only
+    /// available under a layer`.
+    pub fn refusal(&self, encrypted: bool) -> Refusal {
         match self.code.as_deref() {
             Some("IN-USE") | Some("LOGIN-DELAY") => Refusal::Busy,
             Some(code) if code.starts_with("SYS/TEMP") => Refusal::Busy,
             Some(code) if code.starts_with("SYS/PERM") => Refusal::ServerFault,
+            _ if !encrypted && super::says_tls_required(&self.text) => Refusal::TlsRequired,
             _ => Refusal::Credentials,
         }
-    }
-
-    /// Whether the server says it refuses cleartext credentials on this connection (Dovecot:
-    /// `-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.`).
-    /// No response code exists for this in POP3, so the text is the only witness.
-    pub fn says_plaintext_disallowed(&self) -> bool {
-        let text = self.text.to_ascii_lowercase();
-        (text.contains("plaintext") || text.contains("cleartext") || text.contains("plain text"))
-            && (text.contains("disallow")
-                || text.contains("not allowed")
-                || text.contains("disabled"))
     }
 }
 
@@ -109,6 +105,8 @@ pub struct Capabilities {
     pub sasl: Vec<String>,
     pub resp_codes: bool,
     pub auth_resp_code: bool,
+    /// `XTLSREQUIRED` (GNU Mailutils): no login before STLS.
+    pub tls_required: bool,
 }
 
 impl Capabilities {
@@ -122,6 +120,7 @@ impl Capabilities {
                 "STLS" => caps.stls = true,
                 "RESP-CODES" => caps.resp_codes = true,
                 "AUTH-RESP-CODE" => caps.auth_resp_code = true,
+                "XTLSREQUIRED" => caps.tls_required = true,
                 "SASL" => caps
                     .sasl
                     .extend(words.map(|m| m.to_ascii_uppercase()).take(64)),
@@ -162,7 +161,7 @@ mod tests {
         assert!(!r.ok);
         assert_eq!(r.code.as_deref(), Some("IN-USE"));
         assert_eq!(r.text, "Mailbox is locked");
-        assert_eq!(r.refusal(), Refusal::Busy);
+        assert_eq!(r.refusal(false), Refusal::Busy);
         assert_eq!(parse_reply("+OK").unwrap().text, "");
         assert!(!parse_reply("-err lower case").unwrap().ok);
         assert!(parse_reply("+OKAY").is_err());
@@ -173,7 +172,7 @@ mod tests {
 
     #[test]
     fn reads_rfc3206_codes() {
-        let code = |l: &str| parse_reply(l).unwrap().refusal();
+        let code = |l: &str| parse_reply(l).unwrap().refusal(true);
         assert_eq!(
             code("-ERR [AUTH] Authentication failed."),
             Refusal::Credentials
@@ -188,17 +187,28 @@ mod tests {
     }
 
     #[test]
-    fn detects_plaintext_refusal() {
-        let r = parse_reply(
+    fn tls_demands_count_only_without_tls_and_after_codes() {
+        let read = |l: &str, encrypted: bool| parse_reply(l).unwrap().refusal(encrypted);
+        for line in [
             "-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.",
-        )
-        .unwrap();
-        assert!(r.says_plaintext_disallowed());
-        assert!(
-            !parse_reply("-ERR [AUTH] Authentication failed.")
-                .unwrap()
-                .says_plaintext_disallowed()
+            "-ERR [AUTH] USER command only available under a layer",
+            "-ERR TLS required to log in.",
+        ] {
+            assert_eq!(read(line, false), Refusal::TlsRequired, "{line}");
+            // Over TLS the text cannot mean this connection: read as the credentials.
+            assert_eq!(read(line, true), Refusal::Credentials, "{line}");
+        }
+        assert_eq!(
+            read("-ERR [AUTH] Authentication failed.", false),
+            Refusal::Credentials
         );
+        assert_eq!(read("-ERR Incorrect state", false), Refusal::Credentials);
+        // A code decides before the text.
+        assert_eq!(
+            read("-ERR [SYS/TEMP] TLS layer required but broken", false),
+            Refusal::Busy
+        );
+        assert_eq!(read("-ERR [IN-USE] TLS required", false), Refusal::Busy);
     }
 
     #[test]
@@ -228,12 +238,15 @@ mod tests {
             "USER",
             "SASL PLAIN cram-md5",
             "STLS",
+            "XTLSREQUIRED",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
         let caps = Capabilities::parse(&lines);
         assert!(caps.user && caps.stls && caps.resp_codes && caps.auth_resp_code);
+        assert!(caps.tls_required);
+        assert!(!Capabilities::parse(&["STLS".into()]).tls_required);
         assert_eq!(caps.sasl, vec!["PLAIN", "CRAM-MD5"]);
         assert!(caps.has_sasl("CRAM-MD5"));
         assert!(!Capabilities::parse(&["SASL".into()]).has_sasl("PLAIN"));

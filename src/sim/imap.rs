@@ -6,7 +6,7 @@ use std::io;
 
 use super::wire::Wire;
 use super::{
-    Attempt, Behavior, Judgement, MAX_BAD_COMMANDS, MAX_LINE, Shared, known_verb, unique_stamp,
+    Attempt, Behavior, Judgement, MAX_BAD_COMMANDS, MAX_LINE, Shared, TlsDemand, known_verb,
 };
 use crate::proto::sasl;
 use crate::verdict::TlsMode;
@@ -48,6 +48,8 @@ struct Offer {
     plaintext: bool,
     starttls: bool,
     sasl_ir: bool,
+    /// The refusal every login meets on this connection, if TLS is demanded.
+    demand: Option<TlsDemand>,
 }
 
 impl Offer {
@@ -55,18 +57,27 @@ impl Offer {
         let spec = &shared.spec;
         let behavior = &spec.behavior;
         let full = behavior.offers_everything();
+        let demand = behavior.tls_demand(tls_active);
         // Dovecot's default: no cleartext passwords before STARTTLS when STARTTLS is offered.
-        let plaintext = if full {
-            spec.tls != TlsMode::Starttls || tls_active
-        } else {
-            *behavior == Behavior::CleartextOnly
+        let plaintext = match demand {
+            Some(TlsDemand::Layer | TlsDemand::Capability) => false,
+            Some(TlsDemand::Text) => true,
+            None if full => spec.tls != TlsMode::Starttls || tls_active,
+            None => *behavior == Behavior::CleartextOnly,
         };
         let mut mechanisms = Vec::new();
-        if (full && spec.cram_md5) || *behavior == Behavior::CramMd5Only {
-            mechanisms.push("CRAM-MD5");
-        }
-        if full && spec.plain && plaintext {
-            mechanisms.push("PLAIN");
+        match demand {
+            // Advertised, as Cyrus and Mailutils do, though every attempt is refused.
+            Some(TlsDemand::Layer) => mechanisms.extend(["PLAIN", "CRAM-MD5"]),
+            Some(TlsDemand::Capability) => mechanisms.push("PLAIN"),
+            _ => {
+                if (full && spec.cram_md5) || *behavior == Behavior::CramMd5Only {
+                    mechanisms.push("CRAM-MD5");
+                }
+                if full && spec.plain && plaintext {
+                    mechanisms.push("PLAIN");
+                }
+            }
         }
         if *behavior == Behavior::OAuthOnly {
             mechanisms.extend(["XOAUTH2", "OAUTHBEARER"]);
@@ -80,7 +91,16 @@ impl Offer {
             plaintext,
             starttls,
             sasl_ir,
+            demand,
         }
+    }
+
+    /// The completion of LOGIN or AUTHENTICATE while TLS is demanded.
+    fn demand_reply(&self) -> Option<&'static str> {
+        Some(match self.demand? {
+            TlsDemand::Layer | TlsDemand::Capability => "NO STARTTLS required",
+            TlsDemand::Text => "NO TLS required to log in.",
+        })
     }
 
     fn capabilities(&self) -> String {
@@ -123,6 +143,7 @@ pub(super) async fn serve(mut wire: Wire, shared: &Shared) -> io::Result<()> {
         shared,
         authenticated: false,
         bad_commands: 0,
+        heard: Vec::new(),
     };
     let greeting = match &spec.behavior {
         Behavior::RejectGreeting => {
@@ -151,6 +172,7 @@ pub(super) async fn serve(mut wire: Wire, shared: &Shared) -> io::Result<()> {
             Read::Refused => continue,
             Read::Closed => return Ok(()),
         };
+        imap.hear(&command);
         match imap.command(&mut wire, &command).await? {
             Flow::Continue => {}
             Flow::Close => return wire.shutdown().await,
@@ -302,9 +324,25 @@ struct Imap<'a> {
     shared: &'a Shared,
     authenticated: bool,
     bad_commands: u32,
+    /// The last commands and SASL answers the client sent, for [`Behavior::EchoRefusals`].
+    heard: Vec<String>,
 }
 
+/// Lines [`Behavior::EchoRefusals`] keeps to echo.
+const ECHOED_LINES: usize = 8;
+
 impl Imap<'_> {
+    fn hear(&mut self, line: &[u8]) {
+        if self.shared.spec.behavior == Behavior::EchoRefusals {
+            if self.heard.len() >= ECHOED_LINES {
+                self.heard.remove(0);
+            }
+            // A literal's CRLF would end the echo line early.
+            let line = String::from_utf8_lossy(line).replace(['\r', '\n'], " ");
+            self.heard.push(line);
+        }
+    }
+
     async fn command(&mut self, wire: &mut Wire, command: &[u8]) -> io::Result<Flow> {
         let (tag, rest) = split_at_space(command);
         let (word, args) = split_at_space(rest);
@@ -328,6 +366,18 @@ impl Imap<'_> {
         }
         self.shared.record(verb);
         let offer = Offer::of(self.shared, wire.is_tls());
+        let login = verb == "LOGIN" || verb.starts_with("AUTHENTICATE");
+        if login
+            && !self.authenticated
+            && let Some(reply) = offer.demand_reply()
+        {
+            // LOGIN, or AUTHENTICATE with an initial response, has sent its credential.
+            if verb == "LOGIN" || split_at_space(args).1.iter().any(|&b| b != b' ') {
+                self.shared.count(false);
+            }
+            wire.send(&format!("{tag} {reply}\r\n")).await?;
+            return Ok(Flow::Continue);
+        }
 
         match (verb, self.authenticated) {
             ("CAPABILITY", _) => {
@@ -493,7 +543,7 @@ impl Imap<'_> {
                     .await?;
                     return Ok(Flow::Continue);
                 }
-                let challenge = unique_stamp(&self.shared.spec.hostname);
+                let challenge = self.shared.spec.stamp();
                 let prompt = format!("+ {}\r\n", sasl::encode(challenge.as_bytes()));
                 let Some(answer) = self.sasl_answer(wire, tag, &prompt).await? else {
                     return Ok(Flow::Continue);
@@ -534,6 +584,7 @@ impl Imap<'_> {
         let Some(line) = wire.read_line().await? else {
             return Err(io::ErrorKind::UnexpectedEof.into());
         };
+        self.hear(&line);
         let line = String::from_utf8_lossy(&line);
         self.decode(wire, tag, &line).await
     }
@@ -577,6 +628,14 @@ impl Imap<'_> {
                 self.authenticated = true;
                 wire.send(&format!(
                     "{tag} OK [CAPABILITY {AUTHENTICATED_CAPABILITIES}] Logged in\r\n"
+                ))
+                .await?;
+                Ok(Flow::Continue)
+            }
+            Judgement::Fail if self.shared.spec.behavior == Behavior::EchoRefusals => {
+                let heard = std::mem::take(&mut self.heard).join(" / ");
+                wire.send(&format!(
+                    "{tag} NO [AUTHENTICATIONFAILED] Authentication failed; you said: {heard}\r\n"
                 ))
                 .await?;
                 Ok(Flow::Continue)

@@ -72,6 +72,26 @@ impl BusyCode {
     }
 }
 
+/// How a server that takes logins only over TLS says so on an unencrypted connection, as
+/// real servers do. Over TLS (implicit, or after STLS/STARTTLS) such a server behaves as
+/// [`Behavior::Healthy`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsDemand {
+    /// Cyrus with `allowplaintext: 0`: POP3 CAPA lists no USER (and STLS where offered), and
+    /// USER is answered `-ERR [AUTH] USER command only available under a layer`; IMAP greets
+    /// with `STARTTLS LOGINDISABLED AUTH=PLAIN AUTH=CRAM-MD5` and answers every AUTHENTICATE
+    /// and LOGIN `NO STARTTLS required`.
+    Layer,
+    /// Everything advertised as over TLS, and every login command (POP3 USER, APOP, AUTH;
+    /// IMAP LOGIN, AUTHENTICATE) answered `-ERR TLS required to log in.` or
+    /// `NO TLS required to log in.`, before any credential is taken.
+    Text,
+    /// GNU Mailutils with `tls-required`: POP3 CAPA lists `XTLSREQUIRED` beside USER, and every
+    /// login command is answered `-ERR Incorrect state`; IMAP greets with `STARTTLS
+    /// LOGINDISABLED AUTH=PLAIN` and answers `NO STARTTLS required`.
+    Capability,
+}
+
 /// How a simulated server behaves. The features a well-behaved server offers (APOP timestamp,
 /// SASL mechanisms, SASL-IR, capabilities in the IMAP greeting) are switched in [`SimSpec`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +123,13 @@ pub enum Behavior {
     OAuthOnly,
     /// IMAP only: a `* PREAUTH` greeting (e.g. imapd run over ssh), already authenticated.
     Preauth,
+    /// A server that takes logins only over TLS, refusing them on an unencrypted connection
+    /// in the way given.
+    TlsRequired(TlsDemand),
+    /// A careless server that refuses every login and echoes every line the client sent for
+    /// it (the USER line, APOP digest, SASL answers, LOGIN with its quoted or literal
+    /// password) back in its `-ERR` or `NO`. Offers everything, as [`Behavior::Healthy`].
+    EchoRefusals,
     /// A host that accepts TCP connections and never sends a byte (firewall, hung daemon);
     /// with implicit TLS it never answers the handshake either.
     Silent,
@@ -130,7 +157,17 @@ impl Behavior {
                 | Behavior::Busy(_)
                 | Behavior::Preauth
                 | Behavior::Drip(_)
+                | Behavior::TlsRequired(_)
+                | Behavior::EchoRefusals
         )
+    }
+
+    /// The TLS demand this server makes on a connection in this state, if any.
+    fn tls_demand(&self, tls_active: bool) -> Option<TlsDemand> {
+        match self {
+            Behavior::TlsRequired(demand) if !tls_active => Some(*demand),
+            _ => None,
+        }
     }
 }
 
@@ -155,6 +192,11 @@ pub struct SimSpec {
     pub greeting_capabilities: bool,
     /// IMAP: `SASL-IR` advertised, so AUTHENTICATE may carry an initial response.
     pub sasl_ir: bool,
+    /// POP3: AUTH CRAM-MD5 works but CAPA does not list it (Courier does this).
+    pub unlisted_cram_md5: bool,
+    /// The APOP timestamp and CRAM-MD5 challenge of every connection, for tests that must
+    /// know the digests a client sends; by default each is fresh, as on real servers.
+    pub fixed_stamp: Option<String>,
 }
 
 impl SimSpec {
@@ -171,6 +213,8 @@ impl SimSpec {
             plain: true,
             greeting_capabilities: true,
             sasl_ir: true,
+            unlisted_cram_md5: false,
+            fixed_stamp: None,
         }
     }
 
@@ -178,6 +222,13 @@ impl SimSpec {
     pub fn user(mut self, name: impl Into<String>, password: impl Into<String>) -> Self {
         self.users.push((name.into(), password.into()));
         self
+    }
+
+    /// An APOP timestamp or CRAM-MD5 challenge for a new connection or exchange.
+    fn stamp(&self) -> String {
+        self.fixed_stamp
+            .clone()
+            .unwrap_or_else(|| unique_stamp(&self.hostname))
     }
 
     fn password(&self, user: &str) -> Option<&str> {
@@ -216,6 +267,8 @@ impl std::fmt::Debug for SimSpec {
             .field("plain", &self.plain)
             .field("greeting_capabilities", &self.greeting_capabilities)
             .field("sasl_ir", &self.sasl_ir)
+            .field("unlisted_cram_md5", &self.unlisted_cram_md5)
+            .field("fixed_stamp", &self.fixed_stamp)
             .finish()
     }
 }
@@ -307,7 +360,7 @@ impl Shared {
             Behavior::UnverifiableDigestsThenClose if attempt.is_digest() => {
                 Judgement::FailAndClose
             }
-            Behavior::OAuthOnly => Judgement::Fail,
+            Behavior::OAuthOnly | Behavior::EchoRefusals => Judgement::Fail,
             // No token is ever valid here: the simulator knows passwords only.
             _ if attempt == Attempt::OAuth => Judgement::Fail,
             _ if valid => Judgement::Accept,

@@ -5,7 +5,7 @@ use std::io;
 
 use super::wire::Wire;
 use super::{
-    Attempt, Behavior, Judgement, MAX_BAD_COMMANDS, Shared, known_verb, split_word, unique_stamp,
+    Attempt, Behavior, Judgement, MAX_BAD_COMMANDS, Shared, TlsDemand, known_verb, split_word,
 };
 use crate::proto::sasl;
 use crate::verdict::TlsMode;
@@ -32,17 +32,24 @@ const NOT_LOGGED_IN: &str = "-ERR Unknown command or not logged in.\r\n";
 /// What the server offers, fixed by the spec and whether TLS is active yet.
 struct Offer {
     apop: bool,
+    /// CRAM-MD5 listed in CAPA.
     cram_md5: bool,
+    /// CRAM-MD5 accepted though not listed.
+    unlisted_cram_md5: bool,
     plain: bool,
     oauth: bool,
     user: bool,
     stls: bool,
+    /// The refusal every login meets on this connection, if TLS is demanded.
+    demand: Option<TlsDemand>,
 }
 
 impl Offer {
     fn of(shared: &Shared, tls_active: bool) -> Offer {
         let spec = &shared.spec;
-        let full = spec.behavior.offers_everything();
+        let demand = spec.behavior.tls_demand(tls_active);
+        let layer = demand == Some(TlsDemand::Layer);
+        let full = spec.behavior.offers_everything() && !layer;
         let cram_md5_only = spec.behavior == Behavior::CramMd5Only;
         let stls = spec.tls == TlsMode::Starttls
             && !tls_active
@@ -52,14 +59,35 @@ impl Offer {
             );
         Offer {
             apop: full && spec.apop,
-            cram_md5: (full && spec.cram_md5) || cram_md5_only,
+            cram_md5: ((full && spec.cram_md5) || cram_md5_only) && !spec.unlisted_cram_md5,
+            unlisted_cram_md5: spec.unlisted_cram_md5,
             plain: full && spec.plain,
             oauth: spec.behavior == Behavior::OAuthOnly,
-            user: !matches!(
-                spec.behavior,
-                Behavior::CramMd5Only | Behavior::LoginDisabled
-            ),
+            user: !layer
+                && !matches!(
+                    spec.behavior,
+                    Behavior::CramMd5Only | Behavior::LoginDisabled
+                ),
             stls,
+            demand,
+        }
+    }
+
+    /// Whether `AUTH mechanism` is taken, listed or not.
+    fn accepts(&self, mechanism: &str) -> bool {
+        self.mechanisms().contains(&mechanism)
+            || (mechanism == "CRAM-MD5" && self.unlisted_cram_md5)
+    }
+
+    /// The answer to a login command (`USER`, `PASS`, `APOP`, `AUTH ...`) while TLS is demanded.
+    fn demand_reply(&self, verb: &str) -> Option<&'static str> {
+        match (self.demand?, verb) {
+            (TlsDemand::Layer, "USER" | "PASS") => {
+                Some("-ERR [AUTH] USER command only available under a layer\r\n")
+            }
+            (TlsDemand::Layer, _) => None,
+            (TlsDemand::Text, _) => Some("-ERR TLS required to log in.\r\n"),
+            (TlsDemand::Capability, _) => Some("-ERR Incorrect state\r\n"),
         }
     }
 
@@ -90,6 +118,9 @@ impl Offer {
         if self.stls {
             capa.push_str("STLS\r\n");
         }
+        if self.demand == Some(TlsDemand::Capability) {
+            capa.push_str("XTLSREQUIRED\r\n");
+        }
         capa.push_str(".\r\n");
         capa
     }
@@ -105,7 +136,12 @@ struct Pop3<'a> {
     user: Option<String>,
     logged_in: bool,
     bad_commands: u32,
+    /// The last lines the client sent, for [`Behavior::EchoRefusals`].
+    heard: Vec<String>,
 }
+
+/// Lines [`Behavior::EchoRefusals`] keeps to echo.
+const ECHOED_LINES: usize = 8;
 
 /// What the loop does after a command.
 enum Flow {
@@ -122,7 +158,7 @@ pub(super) async fn serve(mut wire: Wire, shared: &Shared) -> io::Result<()> {
         return wire.shutdown().await;
     }
     let offer = Offer::of(shared, wire.is_tls());
-    let timestamp = offer.apop.then(|| unique_stamp(&spec.hostname));
+    let timestamp = offer.apop.then(|| spec.stamp());
     let greeting = match &timestamp {
         Some(timestamp) => format!("+OK POP3 ready {timestamp}\r\n"),
         None => "+OK POP3 ready.\r\n".to_string(),
@@ -138,12 +174,14 @@ pub(super) async fn serve(mut wire: Wire, shared: &Shared) -> io::Result<()> {
         user: None,
         logged_in: false,
         bad_commands: 0,
+        heard: Vec::new(),
     };
     loop {
         let Some(line) = wire.read_line().await? else {
             return Ok(());
         };
         let line = String::from_utf8_lossy(&line);
+        pop3.hear(&line);
         match pop3.command(&mut wire, &line).await? {
             Flow::Continue => {}
             Flow::Close => return wire.shutdown().await,
@@ -162,6 +200,15 @@ pub(super) async fn serve(mut wire: Wire, shared: &Shared) -> io::Result<()> {
 }
 
 impl Pop3<'_> {
+    fn hear(&mut self, line: &str) {
+        if self.shared.spec.behavior == Behavior::EchoRefusals {
+            if self.heard.len() >= ECHOED_LINES {
+                self.heard.remove(0);
+            }
+            self.heard.push(line.to_string());
+        }
+    }
+
     async fn command(&mut self, wire: &mut Wire, line: &str) -> io::Result<Flow> {
         let (word, rest) = split_word(line);
         let verb = known_verb(VERBS, word);
@@ -176,6 +223,18 @@ impl Pop3<'_> {
             other => other,
         };
         self.shared.record(verb);
+
+        let login = matches!(verb, "USER" | "PASS" | "APOP") || verb.starts_with("AUTH ");
+        if login
+            && !self.logged_in
+            && let Some(reply) = self.offer.demand_reply(verb)
+        {
+            if matches!(verb, "PASS" | "APOP") {
+                self.shared.count(false);
+            }
+            wire.send(reply).await?;
+            return Ok(Flow::Continue);
+        }
 
         match (verb, self.logged_in) {
             ("CAPA", _) => {
@@ -282,8 +341,7 @@ impl Pop3<'_> {
     async fn auth(&mut self, wire: &mut Wire, args: &str) -> io::Result<Flow> {
         let (mechanism, initial) = split_word(args);
         let mechanism = mechanism.to_ascii_uppercase();
-        let advertised = self.offer.mechanisms().contains(&mechanism.as_str());
-        if !advertised {
+        if !self.offer.accepts(&mechanism) {
             wire.send(UNSUPPORTED_MECHANISM).await?;
             return Ok(Flow::Continue);
         }
@@ -295,7 +353,7 @@ impl Pop3<'_> {
                         .await?;
                     return Ok(Flow::Continue);
                 }
-                let challenge = unique_stamp(&self.shared.spec.hostname);
+                let challenge = self.shared.spec.stamp();
                 let prompt = format!("+ {}\r\n", sasl::encode(challenge.as_bytes()));
                 let Some(answer) = self.sasl_answer(wire, &prompt).await? else {
                     return Ok(Flow::Continue);
@@ -333,6 +391,7 @@ impl Pop3<'_> {
             return Err(io::ErrorKind::UnexpectedEof.into());
         };
         let line = String::from_utf8_lossy(&line);
+        self.hear(&line);
         self.decode(wire, &line).await
     }
 
@@ -364,6 +423,14 @@ impl Pop3<'_> {
             Judgement::Accept => {
                 self.logged_in = true;
                 wire.send("+OK Logged in.\r\n").await?;
+                Ok(Flow::Continue)
+            }
+            Judgement::Fail if self.shared.spec.behavior == Behavior::EchoRefusals => {
+                let heard = std::mem::take(&mut self.heard).join(" / ");
+                wire.send(&format!(
+                    "-ERR [AUTH] Authentication failed; you said: {heard}\r\n"
+                ))
+                .await?;
                 Ok(Flow::Continue)
             }
             Judgement::Fail => {

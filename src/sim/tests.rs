@@ -1081,3 +1081,114 @@ fn stamps_are_unique_and_well_formed() {
     assert_ne!(a, b);
     assert!(a.starts_with(&format!("<{}.", std::process::id())) && a.ends_with("@h.example>"));
 }
+
+// ---- servers that demand TLS, Courier's unlisted CRAM-MD5, echoing refusals ----
+
+#[tokio::test]
+async fn pop3_tls_demands_in_their_real_words() {
+    let demand = |d| Behavior::TlsRequired(d);
+    let server = start(Protocol::Pop3, TlsMode::Starttls, demand(TlsDemand::Layer)).await;
+    let mut c = plain(&server).await;
+    assert!(!c.line().await.contains('<'));
+    c.cmd("CAPA").await;
+    let capa = c.multiline().await;
+    assert!(capa.iter().any(|l| l == "STLS") && !capa.iter().any(|l| l == "USER"));
+    assert_eq!(
+        c.cmd("USER tim").await,
+        "-ERR [AUTH] USER command only available under a layer"
+    );
+    assert!(c.cmd("STLS").await.starts_with("+OK"));
+    let mut c = upgrade(c).await;
+    c.cmd("CAPA").await;
+    assert!(c.multiline().await.iter().any(|l| l == "USER"));
+    assert!(c.cmd("USER tim").await.starts_with("+OK"));
+    assert!(c.cmd(&format!("PASS {PASSWORD}")).await.starts_with("+OK"));
+
+    let server = start(Protocol::Pop3, TlsMode::Starttls, demand(TlsDemand::Text)).await;
+    let mut c = plain(&server).await;
+    c.line().await;
+    for command in ["USER tim", "AUTH CRAM-MD5", "AUTH PLAIN", "APOP tim 0123"] {
+        assert_eq!(c.cmd(command).await, "-ERR TLS required to log in.");
+    }
+
+    let server = start(
+        Protocol::Pop3,
+        TlsMode::Starttls,
+        demand(TlsDemand::Capability),
+    )
+    .await;
+    let mut c = plain(&server).await;
+    c.line().await;
+    c.cmd("CAPA").await;
+    let capa = c.multiline().await;
+    assert!(capa.iter().any(|l| l == "XTLSREQUIRED"), "{capa:?}");
+    assert_eq!(c.cmd("USER tim").await, "-ERR Incorrect state");
+    assert_eq!(server.stats().logins_rejected, 0);
+}
+
+#[tokio::test]
+async fn imap_tls_demands_in_their_real_words() {
+    let server = start(
+        Protocol::Imap,
+        TlsMode::Starttls,
+        Behavior::TlsRequired(TlsDemand::Layer),
+    )
+    .await;
+    let mut c = plain(&server).await;
+    assert_eq!(
+        c.line().await,
+        "* OK [CAPABILITY IMAP4rev1 SASL-IR STARTTLS LOGINDISABLED AUTH=PLAIN AUTH=CRAM-MD5] \
+         IMAP ready."
+    );
+    assert_eq!(
+        c.cmd("a1 AUTHENTICATE CRAM-MD5").await,
+        "a1 NO STARTTLS required"
+    );
+    assert!(c.cmd("a2 STARTTLS").await.starts_with("a2 OK"));
+    let mut c = upgrade(c).await;
+    c.send("a3 CAPABILITY").await;
+    let caps = c.tagged("a3").await;
+    assert!(!caps[0].contains("LOGINDISABLED"), "{caps:?}");
+    assert!(
+        c.cmd(&format!("a4 LOGIN tim \"{PASSWORD}\""))
+            .await
+            .starts_with("a4 OK")
+    );
+}
+
+#[tokio::test]
+async fn pop3_unlisted_cram_md5_is_accepted() {
+    let spec = SimSpec {
+        unlisted_cram_md5: true,
+        ..SimSpec::new(Protocol::Pop3, TlsMode::None, Behavior::Healthy)
+    };
+    let server = start_spec(spec.user(USER, PASSWORD)).await;
+    let mut c = plain(&server).await;
+    c.line().await;
+    c.cmd("CAPA").await;
+    let capa = c.multiline().await;
+    assert!(!capa.iter().any(|l| l.contains("CRAM-MD5")), "{capa:?}");
+    let prompt = c.cmd("AUTH CRAM-MD5").await;
+    let challenge = challenge(&prompt);
+    let answer = sasl::cram_md5_response(USER, PASSWORD, &challenge);
+    assert!(c.cmd(&answer).await.starts_with("+OK"));
+}
+
+#[tokio::test]
+async fn echoing_refusals_repeat_the_client_lines() {
+    let server = start(Protocol::Pop3, TlsMode::None, Behavior::EchoRefusals).await;
+    let mut c = plain(&server).await;
+    c.line().await;
+    assert!(c.cmd("USER tim").await.starts_with("+OK"));
+    let refusal = c.cmd(&format!("PASS {PASSWORD}")).await;
+    assert!(refusal.starts_with("-ERR [AUTH]"), "{refusal}");
+    assert!(refusal.contains(&format!("PASS {PASSWORD}")), "{refusal}");
+
+    let server = start(Protocol::Imap, TlsMode::None, Behavior::EchoRefusals).await;
+    let mut c = plain(&server).await;
+    c.line().await;
+    let refusal = c.cmd(&format!("a1 LOGIN tim \"{PASSWORD}\"")).await;
+    assert!(refusal.starts_with("a1 NO"), "{refusal}");
+    assert!(refusal.contains(&format!("\"{PASSWORD}\"")), "{refusal}");
+    assert_eq!(server.stats().logins_rejected, 1);
+}
