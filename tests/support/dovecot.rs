@@ -503,7 +503,7 @@ fn process_identity() -> Identity {
 
 /// A CA, and a server certificate it signed for every name a test connects to.
 /// Returns (CA PEM, server certificate PEM, server key PEM).
-fn certificates() -> (String, String, String) {
+pub(super) fn certificates() -> (String, String, String) {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
@@ -619,7 +619,7 @@ fn stop(child: &mut Child, instance: &str) {
 }
 
 /// Polls `done` until it holds (true) or `timeout` passes (false).
-fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+pub(super) fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     while !done() {
         if Instant::now() >= deadline {
@@ -632,7 +632,7 @@ fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
 
 /// Sends `signal` through the shell's builtin `kill`, which needs neither unsafe code nor a
 /// dependency, nor a `kill` binary (absent from slim images).
-fn signal(signal: &str, pids: &[u32]) {
+pub(super) fn signal(signal: &str, pids: &[u32]) {
     if pids.is_empty() {
         return;
     }
@@ -668,7 +668,7 @@ fn read_from(path: &Path, offset: u64) -> String {
     String::from_utf8_lossy(&text[start..]).into_owned()
 }
 
-fn set_mode(path: &Path, mode: u32) {
+pub(super) fn set_mode(path: &Path, mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
         .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
 }

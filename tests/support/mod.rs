@@ -1,5 +1,5 @@
-//! Support shared by the integration tests: real peers (Dovecot, Prometheus) and the policy
-//! for what a test does when a peer is not installed.
+//! Support shared by the integration tests: real peers (Dovecot, Cyrus, Prometheus) and the
+//! policy for what a test does when a peer is not installed.
 //!
 //! Plain `cargo test` must stay usable on a machine without the peers, but a skipped test must
 //! never look like a passed one: it says so loudly on stderr. `scripts/test` (and CI) set
@@ -9,6 +9,7 @@
 // subset of it.
 #![allow(dead_code, unused_imports)]
 
+pub mod cyrus;
 pub mod dovecot;
 pub mod http;
 pub mod prometheus;
@@ -16,6 +17,7 @@ pub mod prometheus;
 use std::env;
 use std::path::{Path, PathBuf};
 
+pub use cyrus::Cyrus;
 pub use dovecot::{Dovecot, Flavor};
 
 /// Set to `1` to make a missing peer fail the test instead of skipping it.
