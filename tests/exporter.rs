@@ -661,6 +661,54 @@ async fn reload_adds_changes_and_removes_accounts_and_refuses_a_bad_config() {
     running.shutdown().await;
 }
 
+/// The exporter keeps its TLS connectors between probes and builds them afresh on reload, so
+/// a renewed CA file takes effect with the reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_reads_the_ca_file_again() {
+    let server = sim(Protocol::Pop3, TlsMode::Implicit, Behavior::Healthy).await;
+    let setup = Setup::new();
+    setup.write(&config(
+        "interval: 1s\ntimeout: 900ms",
+        &[(
+            "g",
+            account("tls", Protocol::Pop3, TlsMode::Implicit, server.port(), ""),
+        )],
+    ));
+    let running = setup.start().await;
+    let addr = running.addr;
+    let tls_failures = |s: &Samples| {
+        value(
+            s,
+            "mailbox_auth_failures_total",
+            "tls",
+            &[("reason", "tls")],
+        )
+    };
+    let s = wait_for(addr, "a login over TLS", |s| logins(s, "tls") >= 1.0).await;
+
+    // A CA that did not sign the server's certificate.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let other_ca = rcgen::CertificateParams::new(vec!["another CA".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(setup.dir.path().join("ca.pem"), other_ca.pem()).unwrap();
+    let before = probes(&s, "tls");
+    let s = wait_for(addr, "two probes after the CA file changed", |s| {
+        probes(s, "tls") >= before + 2.0
+    })
+    .await;
+    assert_eq!(tls_failures(&s), 0.0, "the file is not read per probe");
+
+    assert_eq!(running.reload().await.expect("a valid config"), 1);
+    let s = wait_for(addr, "a probe that verifies against the new CA", |s| {
+        tls_failures(s) >= 1.0
+    })
+    .await;
+    assert_eq!(value(&s, "mailbox_auth_success", "tls", &[]), 0.0);
+    running.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exporter_against_real_dovecot() {
     let Some(plain) = Dovecot::start_or_skip(Flavor::Plaintext, "exporter_against_real_dovecot")
