@@ -240,12 +240,15 @@ async fn every_metric_family_for_each_behaviour() {
 
     let s = wait_for(
         addr,
-        "three probes of every reachable account, two after the trap's first login, and a backoff",
+        "three probes of every reachable account, two after the trap's first login, the last \
+         one of each a login, and a backoff",
         |s| {
+            // A probe that timed out on a loaded machine is followed by one that did not.
             all.iter().all(|a| last_probe(s, a) > 0.0)
-                && ["apop", "trap", "cleartext", "imap"]
-                    .iter()
-                    .all(|a| probes(s, a) >= 3.0)
+                && ["apop", "trap", "cleartext", "imap"].iter().all(|a| {
+                    probes(s, a) >= 3.0
+                        && s.find("mailbox_auth_success", &[("account", *a)]) == Some(1.0)
+                })
                 && successes(s, "trap", "PASS") >= 3.0
                 && probes(s, "trap") >= trap_probes + 2.0
                 && s.find("mailbox_probe_backoff", &[("account", "wrong")]) == Some(1.0)
@@ -415,10 +418,11 @@ async fn every_metric_family_for_each_behaviour() {
             > 1.7e9
     );
     assert!(s.find("mailbox_exporter_probes_in_flight", &[]).is_some());
+    // Its value is how late the pool started probes: the scheduler's tests pin it on paused
+    // time; here the machine's load decides it.
     assert!(
         s.find("mailbox_exporter_schedule_lag_seconds", &[])
-            .unwrap()
-            < 1.0
+            .is_some_and(|lag| lag >= 0.0)
     );
     assert_eq!(
         s.find(
