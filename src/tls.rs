@@ -1,5 +1,5 @@
-//! TLS for the prober: a cache of connectors built once per distinct setting, the handshake, and the facts
-//! of the server certificate an operator wants (its expiry).
+//! TLS for the prober: a cache of connectors built once per distinct setting, the handshake,
+//! and the facts of the server certificate an operator wants (its expiry).
 
 use std::collections::HashMap;
 use std::fmt;
