@@ -110,7 +110,7 @@ pub async fn start(options: RunOptions) -> Result<Running, AppError> {
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
     let web_config = load_web_config(options.web_config_file.as_deref()).await?;
     let metrics = Arc::new(Metrics::new());
-    let scheduler = Scheduler::new(Arc::clone(&metrics), Arc::new(NetworkProber));
+    let scheduler = Scheduler::new(Arc::clone(&metrics), Arc::new(NetworkProber::default()));
     let exporter = Arc::new(Live {
         config_file: options.config_file.display().to_string(),
         shard: options.shard.map(|s| s.to_string()),
@@ -285,8 +285,6 @@ impl<E: Exporter> Reload for Reloader<E> {
             match loaded {
                 Ok(config) => {
                     let accounts = config.account_count();
-                    // CA files named by the config may have been renewed: read them again.
-                    crate::tls::forget_connectors();
                     self.exporter.apply_config(&config);
                     self.config.send_replace(Arc::new(config));
                     self.exporter.config_reload(true, now);

@@ -37,6 +37,7 @@ use tokio::time::Instant;
 
 use crate::config::{Account, Config};
 use crate::probe::{self, Target};
+use crate::tls::Connectors;
 use crate::verdict::{Method, Verdict};
 
 /// What the next probe of an account should do, decided from its history.
@@ -89,15 +90,28 @@ pub trait Prober: Send + Sync + 'static {
     /// Probes `target`, trying `preferred` first when given. The future must finish on its
     /// own within the target's timeout.
     fn probe(&self, target: Target, preferred: Option<Method>) -> ProbeFuture;
+
+    /// A new configuration is in force: probes started from now on must not use anything the
+    /// prober derived from files the old one named.
+    fn config_changed(&self) {}
 }
 
-/// Logs in over the network with [`probe::probe`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NetworkProber;
+/// Logs in over the network with [`probe::probe_with`], sharing its TLS connectors between
+/// its probes until the configuration changes.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkProber {
+    connectors: Connectors,
+}
 
 impl Prober for NetworkProber {
     fn probe(&self, target: Target, preferred: Option<Method>) -> ProbeFuture {
-        Box::pin(async move { probe::probe(&target, preferred).await })
+        let connectors = self.connectors.clone();
+        Box::pin(async move { probe::probe_with(&target, preferred, &connectors).await })
+    }
+
+    /// CA files may have been renewed: the next probes build their connectors afresh.
+    fn config_changed(&self) {
+        self.connectors.forget();
     }
 }
 
@@ -302,6 +316,7 @@ impl<L: Ledger, P: Prober> Scheduler<L, P> {
                 changed = config.changed(), if config_open => match changed {
                     Ok(()) => {
                         let new = Arc::clone(&config.borrow_and_update());
+                        pool.prober.config_changed();
                         pool.apply(&new, Instant::now());
                     }
                     Err(_) => config_open = false,

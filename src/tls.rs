@@ -1,9 +1,10 @@
-//! TLS for the prober: connectors built once per distinct setting, the handshake, and the facts
-//! of the server certificate an operator wants (its expiry).
+//! TLS for the prober: a cache of connectors built once per distinct setting, the handshake,
+//! and the facts of the server certificate an operator wants (its expiry).
 
 use std::collections::HashMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_native_tls::{TlsConnector, TlsStream};
@@ -25,32 +26,66 @@ pub enum TlsError {
 
 type Key = (bool, Option<PathBuf>);
 
-fn cache() -> &'static Mutex<HashMap<Key, TlsConnector>> {
-    static CACHE: OnceLock<Mutex<HashMap<Key, TlsConnector>>> = OnceLock::new();
-    CACHE.get_or_init(Default::default)
+/// TLS connectors, built once per distinct setting (verification, CA file) and shared by the
+/// probes that use this cache: building one loads the system trust store and reads the CA
+/// file, too slow to do per probe. Clones share the cache. Whoever runs probes owns one, so
+/// no two owners (two exporters, two tests) ever see each other's connectors.
+#[derive(Clone, Default)]
+pub struct Connectors(Arc<Mutex<Cache>>);
+
+#[derive(Default)]
+struct Cache {
+    built: HashMap<Key, TlsConnector>,
+    /// Counts [`Connectors::forget`] calls: a connector whose build began before the last one
+    /// read a CA file that may since have changed, and is not kept.
+    forgotten: u64,
 }
 
-/// Drops every cached connector, so that CA files are read again on next use: a reload of the
-/// configuration calls it, so a renewed CA file takes effect without a restart.
-pub fn forget_connectors() {
-    cache().lock().unwrap_or_else(|e| e.into_inner()).clear();
-}
-
-/// A connector for these settings, built on first use and shared until
-/// [`forget_connectors`] (building one loads the system trust store, which is too slow to do
-/// per probe).
-pub fn connector(verify: bool, ca_file: Option<&Path>) -> Result<TlsConnector, TlsError> {
-    let key = (verify, ca_file.map(Path::to_path_buf));
-    let cache = cache();
-    if let Some(found) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-        return Ok(found.clone());
+impl Connectors {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
     }
-    let built = build(verify, ca_file)?;
-    cache
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(key, built.clone());
-    Ok(built)
+
+    /// A connector for these settings, built on first use and kept until [`Self::forget`].
+    pub fn get(&self, verify: bool, ca_file: Option<&Path>) -> Result<TlsConnector, TlsError> {
+        let key = (verify, ca_file.map(Path::to_path_buf));
+        let forgotten = {
+            let cache = self.lock();
+            if let Some(found) = cache.built.get(&key) {
+                return Ok(found.clone());
+            }
+            cache.forgotten
+        };
+        // Built without the lock held: a slow CA file must not hold up other settings.
+        let built = build(verify, ca_file)?;
+        let mut cache = self.lock();
+        if cache.forgotten == forgotten {
+            cache.built.insert(key, built.clone());
+        }
+        Ok(built)
+    }
+
+    /// Drops every connector, so that CA files are read again on next use: the prober calls
+    /// it when a new configuration takes effect, so a renewed CA file is used without a
+    /// restart. Probes in flight keep the connector they hold.
+    pub fn forget(&self) {
+        let mut cache = self.lock();
+        cache.built.clear();
+        cache.forgotten += 1;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl fmt::Debug for Connectors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connectors")
+            .field("settings", &self.lock().built.len())
+            .finish()
+    }
 }
 
 fn build(verify: bool, ca_file: Option<&Path>) -> Result<TlsConnector, TlsError> {
@@ -173,26 +208,50 @@ mod tests {
         assert!(missing.contains("missing.pem"), "{missing}");
     }
 
-    #[test]
-    fn forgotten_connectors_read_their_ca_file_again() {
+    fn ca_pem(name: &str) -> String {
         let key = rcgen::KeyPair::generate().unwrap();
-        let ca = rcgen::CertificateParams::new(vec!["ca".to_string()])
+        rcgen::CertificateParams::new(vec![name.to_string()])
             .unwrap()
             .self_signed(&key)
-            .unwrap();
+            .unwrap()
+            .pem()
+    }
+
+    #[test]
+    fn forgotten_connectors_read_their_ca_file_again() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("renewed.pem");
-        std::fs::write(&path, ca.pem()).unwrap();
-        assert!(connector(true, Some(&path)).is_ok());
+        std::fs::write(&path, ca_pem("ca")).unwrap();
+        let connectors = Connectors::new();
+        assert!(connectors.get(true, Some(&path)).is_ok());
         std::fs::write(&path, "not a certificate any more").unwrap();
         assert!(
-            connector(true, Some(&path)).is_ok(),
+            connectors.get(true, Some(&path)).is_ok(),
             "cached until forgotten"
         );
-        forget_connectors();
+        connectors.clone().forget();
         assert!(
-            connector(true, Some(&path)).is_err(),
-            "read again after forgetting"
+            connectors.get(true, Some(&path)).is_err(),
+            "read again after forgetting, by any clone"
+        );
+    }
+
+    #[test]
+    fn caches_are_their_owners_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, ca_pem("ca")).unwrap();
+        let (mine, theirs) = (Connectors::new(), Connectors::new());
+        assert!(mine.get(true, Some(&path)).is_ok());
+        std::fs::write(&path, "not a certificate any more").unwrap();
+        assert!(
+            theirs.get(true, Some(&path)).is_err(),
+            "another cache builds its own"
+        );
+        theirs.forget();
+        assert!(
+            mine.get(true, Some(&path)).is_ok(),
+            "forgetting another cache leaves this one alone"
         );
     }
 
@@ -211,6 +270,6 @@ mod tests {
         let path = dir.path().join("bundle.pem");
         std::fs::write(&path, format!("{}\n{}", a.pem(), b.pem())).unwrap();
         assert_eq!(load_ca_file(&path).unwrap().len(), 2);
-        assert!(connector(true, Some(&path)).is_ok());
+        assert!(Connectors::new().get(true, Some(&path)).is_ok());
     }
 }

@@ -9,6 +9,7 @@ use mailbox_exporter::probe::{self, Target, TlsSettings};
 use mailbox_exporter::proto::sasl;
 use mailbox_exporter::secret::Password;
 use mailbox_exporter::sim::{Behavior, BusyCode, SimServer, SimSpec, TlsDemand, sim_certificate};
+use mailbox_exporter::tls::Connectors;
 use mailbox_exporter::verdict::{AuthMode, Protocol, TlsMode};
 
 const USER: &str = "agent7@helpdesk.example";
@@ -67,6 +68,8 @@ async fn no_verdict_of_any_failure_mode_contains_the_password() {
     let ca = ca_file(dir.path());
     let mut servers = Vec::new();
     let mut probes = tokio::task::JoinSet::new();
+    // One cache for all, as the exporter shares one between its probes.
+    let connectors = Connectors::new();
     for protocol in [Protocol::Pop3, Protocol::Imap] {
         for behavior in behaviors() {
             for tls in [TlsMode::None, TlsMode::Starttls, TlsMode::Implicit] {
@@ -101,8 +104,9 @@ async fn no_verdict_of_any_failure_mode_contains_the_password() {
                             timeout: Duration::from_millis(500),
                         };
                         let context = format!("{protocol} {behavior:?} tls {tls} {auth_mode}");
+                        let connectors = connectors.clone();
                         probes.spawn(async move {
-                            let v = probe::probe(&target, None).await;
+                            let v = probe::probe_with(&target, None, &connectors).await;
                             assert_clean(&context, &format!("{v:?}"));
                             assert_clean(&context, &serde_json::to_string(&v).unwrap());
                             assert_clean(&context, &format!("{target:?}"));

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use crate::conn::{ConnError, Connection};
 use crate::proto::sasl;
 use crate::secret::Password;
-use crate::tls::{self, TlsError};
+use crate::tls::{self, Connectors, TlsError};
 use crate::transcript::Transcript;
 use crate::verdict::{
     Attempt, AttemptResult, AuthMode, Method, Phase, Phases, Protocol, Reason, TlsMode, Verdict,
@@ -214,6 +214,8 @@ pub(crate) trait Dialect {
 /// The state of one probe across its connections.
 pub(crate) struct Session<'a> {
     pub target: &'a Target,
+    /// Where TLS connectors come from: the prober's cache, shared by its probes.
+    connectors: &'a Connectors,
     pub preferred: Option<Method>,
     deadline: Instant,
     pub phases: Phases,
@@ -227,9 +229,10 @@ pub(crate) struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
-    fn new(target: &'a Target, preferred: Option<Method>) -> Self {
+    fn new(target: &'a Target, preferred: Option<Method>, connectors: &'a Connectors) -> Self {
         Session {
             target,
+            connectors,
             preferred,
             deadline: Instant::now() + target.timeout,
             phases: Phases::default(),
@@ -323,11 +326,12 @@ impl<'a> Session<'a> {
     async fn handshake(&mut self, stream: Box<dyn Stream>) -> Result<Box<dyn Stream>, ProbeError> {
         let settings = &self.target.tls;
         let host = self.target.host.clone();
-        // Building the connector (the trust store) happens once per setting, on first use;
-        // it is counted as TLS time.
+        let connectors = self.connectors;
+        // Building the connector (the trust store) happens once per setting and cache, on
+        // first use; it is counted as TLS time.
         let tls_stream = self
             .timed(Phase::Tls, async {
-                let connector = tls::connector(settings.verify, settings.ca_file.as_deref())?;
+                let connector = connectors.get(settings.verify, settings.ca_file.as_deref())?;
                 tls::handshake(&connector, &host, stream)
                     .await
                     .map_err(ProbeError::from)
@@ -393,11 +397,23 @@ pub(crate) fn cram_md5_answer(
     answer
 }
 
-/// Runs one probe. `preferred` is the method that worked last time: BEST tries it first and
-/// walks the rest of the ladder only when it no longer works.
+/// Runs one probe with TLS connectors of its own, built for it alone: for a probe on its
+/// own (the `probe` command). Whatever probes repeatedly keeps a cache and calls
+/// [`probe_with`].
 pub async fn probe(target: &Target, preferred: Option<Method>) -> Verdict {
+    probe_with(target, preferred, &Connectors::new()).await
+}
+
+/// Runs one probe, taking TLS connectors from `connectors`. `preferred` is the method that
+/// worked last time: BEST tries it first and walks the rest of the ladder only when it no
+/// longer works.
+pub async fn probe_with(
+    target: &Target,
+    preferred: Option<Method>,
+    connectors: &Connectors,
+) -> Verdict {
     let started = Instant::now();
-    let mut s = Session::new(target, preferred);
+    let mut s = Session::new(target, preferred, connectors);
     let outcome = match credentials_problem(target) {
         Some(e) => Err(e),
         None => match target.protocol {
