@@ -18,6 +18,9 @@
 //! - A probe first waits for a permit of its server (`per_server_concurrency`), then for a
 //!   global one (`concurrency`). Accounts of a slow or dead server queue on their own server
 //!   and never hold global permits that other servers' accounts need.
+//! - A reload never lets a probe log in with settings it replaced: probes of removed or
+//!   changed accounts are cancelled, waiting or in flight, and changed limits apply to the
+//!   probes already waiting.
 //!
 //! Cost: idle accounts are one entry in a binary heap behind a single timer; only a probe that
 //! is due has a task. Stale heap entries (left by reloads) are skipped when they surface.
@@ -31,13 +34,17 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{Semaphore, watch};
-use tokio::task::{Id, JoinError, JoinSet};
+use tokio::sync::watch;
+use tokio::task::{AbortHandle, Id, JoinError, JoinSet};
 use tokio::time::Instant;
 
 use crate::config::{Account, Config};
 use crate::probe::{self, Target};
 use crate::verdict::{Method, Verdict};
+
+mod limit;
+
+use limit::Limit;
 
 /// What the next probe of an account should do, decided from its history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,13 +257,15 @@ impl<L: Ledger, P: Prober> Scheduler<L, P> {
     /// is dropped).
     ///
     /// Reloads: every new value on `config` is applied at once. Added accounts get a first
-    /// probe within the start-up window; removed ones are no longer probed (a probe in flight
-    /// finishes and is still recorded, which the ledger ignores); changed ones (any field
-    /// differs) are treated as new, with their new interval and target, once a probe in flight
-    /// has finished; unchanged ones keep their timing. Concurrency limits follow the new
-    /// config: a changed limit gets new semaphores, so for the duration of the probes already
-    /// in flight the old and new limits both count. If the config sender is dropped, the last
-    /// config stays in force.
+    /// probe within the start-up window; unchanged ones keep their timing. Removed ones are no
+    /// longer probed, and changed ones (any field differs) are treated as new, with their new
+    /// interval and target. A probe of a removed or changed account that is waiting for a
+    /// permit, or in flight, is cancelled: it never starts, or is dropped where it is (its
+    /// connection closes, nothing is recorded), since it would log in with credentials or
+    /// settings the operator replaced and its outcome says nothing about the new config.
+    /// Concurrency limits follow the new config at once, for the probes already waiting too: a
+    /// lowered limit lets no probe start until fewer than the new limit are in flight. If the
+    /// config sender is dropped, the last config stays in force.
     ///
     /// Schedule lag: when a probe starts, the ledger hears how late it is because of the
     /// pool: the delay between its due time and its task starting, plus the time it waited
@@ -357,9 +366,10 @@ impl WallClock {
 enum AfterProbe {
     /// Next aligned slot, stretched by the backoff factor.
     Continue,
-    /// A reload changed the account: start afresh at the entry's `due`.
+    /// A reload changed the account and cancelled the probe: start afresh at the entry's
+    /// `due`.
     Restart,
-    /// A reload removed the account.
+    /// A reload removed the account and cancelled the probe.
     Forget,
 }
 
@@ -379,6 +389,8 @@ struct Entry {
     /// Identifies the live heap item; items with another generation are stale.
     generation: u64,
     state: State,
+    /// The task of the probe while [`State::Probing`], so that a reload can cancel it.
+    task: Option<AbortHandle>,
 }
 
 /// A heap item: the earliest `due` surfaces first.
@@ -396,9 +408,8 @@ struct Pool<L, P> {
     /// factor for the next gap, `None` if it was cancelled before probing.
     tasks: JoinSet<Option<u32>>,
     running: HashMap<Id, Arc<str>>,
-    global: Arc<Semaphore>,
-    global_limit: usize,
-    servers: HashMap<String, Arc<Semaphore>>,
+    global: Arc<Limit>,
+    servers: HashMap<String, Arc<Limit>>,
     server_limit: usize,
     /// The longest probe timeout in the config: bounds the shutdown grace period.
     timeout: Duration,
@@ -416,8 +427,7 @@ impl<L: Ledger, P: Prober> Pool<L, P> {
             next_generation: 0,
             tasks: JoinSet::new(),
             running: HashMap::new(),
-            global: Arc::new(Semaphore::new(0)),
-            global_limit: 0,
+            global: Limit::new(0),
             servers: HashMap::new(),
             server_limit: 0,
             timeout: crate::config::DEFAULT_TIMEOUT,
@@ -449,20 +459,16 @@ impl<L: Ledger, P: Prober> Pool<L, P> {
             .accounts()
             .map(|a| a.target.timeout)
             .fold(config.timeout, Duration::max);
-        let global_limit = config.concurrency.max(1);
-        if global_limit != self.global_limit {
-            self.global = Arc::new(Semaphore::new(global_limit));
-            self.global_limit = global_limit;
-        }
-        let server_limit = config.per_server_concurrency.max(1);
-        if server_limit != self.server_limit {
-            self.servers.clear();
-            self.server_limit = server_limit;
-        }
+        // The limits are changed in place: probes already waiting for a permit wait on them.
+        self.global.set(config.concurrency.max(1));
+        self.server_limit = config.per_server_concurrency.max(1);
         let servers: HashSet<String> = config.accounts().map(|a| a.target.server()).collect();
         self.servers.retain(|server, _| servers.contains(server));
+        for limit in self.servers.values() {
+            limit.set(self.server_limit);
+        }
 
-        let (mut added, mut changed) = (0usize, 0usize);
+        let (mut added, mut changed, mut cancelled) = (0usize, 0usize, 0usize);
         let mut names = HashSet::with_capacity(config.account_count());
         for account in config.accounts() {
             names.insert(account.name.as_str());
@@ -482,7 +488,10 @@ impl<L: Ledger, P: Prober> Pool<L, P> {
                         State::Queued => {
                             Self::enqueue(&mut self.queue, &mut self.next_generation, &name, entry)
                         }
-                        State::Probing(_) => entry.state = State::Probing(AfterProbe::Restart),
+                        State::Probing(_) => {
+                            cancelled += usize::from(cancel(entry));
+                            entry.state = State::Probing(AfterProbe::Restart);
+                        }
                     }
                 }
                 None => {
@@ -494,6 +503,7 @@ impl<L: Ledger, P: Prober> Pool<L, P> {
                         due,
                         generation: 0,
                         state: State::Queued,
+                        task: None,
                     };
                     Self::enqueue(
                         &mut self.queue,
@@ -513,6 +523,7 @@ impl<L: Ledger, P: Prober> Pool<L, P> {
             match entry.state {
                 State::Queued => false,
                 State::Probing(_) => {
+                    cancelled += usize::from(cancel(entry));
                     entry.state = State::Probing(AfterProbe::Forget);
                     true
                 }
@@ -530,6 +541,7 @@ impl<L: Ledger, P: Prober> Pool<L, P> {
             added,
             changed,
             removed,
+            cancelled,
             "schedule follows the configuration"
         );
     }
@@ -555,7 +567,7 @@ impl<L: Ledger, P: Prober> Pool<L, P> {
             let server = Arc::clone(
                 self.servers
                     .entry(account.target.server())
-                    .or_insert_with(|| Arc::new(Semaphore::new(server_limit))),
+                    .or_insert_with(|| Limit::new(server_limit)),
             );
             let task = probe_when_permitted(
                 Arc::clone(&self.ledger),
@@ -568,6 +580,7 @@ impl<L: Ledger, P: Prober> Pool<L, P> {
             );
             let handle = self.tasks.spawn(task);
             self.running.insert(handle.id(), name);
+            entry.task = Some(handle);
         }
     }
 
@@ -577,8 +590,12 @@ impl<L: Ledger, P: Prober> Pool<L, P> {
             Ok((id, factor)) => (id, factor),
             Err(e) => {
                 let account = self.running.get(&e.id()).map(|n| n.to_string());
-                // The panic payload is not logged: it could hold anything.
-                tracing::error!(account, "a probe task failed (panicked or was aborted)");
+                if e.is_cancelled() {
+                    tracing::debug!(account, "probe cancelled by a reload");
+                } else {
+                    // The panic payload is not logged: it could hold anything.
+                    tracing::error!(account, "a probe task panicked");
+                }
                 (e.id(), None)
             }
         };
@@ -588,6 +605,7 @@ impl<L: Ledger, P: Prober> Pool<L, P> {
         let Some(entry) = self.entries.get_mut(&name) else {
             return;
         };
+        entry.task = None;
         match entry.state {
             State::Queued => {}
             State::Probing(AfterProbe::Forget) => {
@@ -625,6 +643,19 @@ impl<L: Ledger, P: Prober> Pool<L, P> {
     }
 }
 
+/// Cancels the probe task of `entry`, waiting for permits or in flight; true if there was one
+/// to cancel. The task ends at its next await point: its permits and connection are dropped
+/// and nothing is recorded. [`Pool::finished`] hears of it as of any task.
+fn cancel(entry: &mut Entry) -> bool {
+    match entry.task.take() {
+        Some(task) if !task.is_finished() => {
+            task.abort();
+            true
+        }
+        _ => false,
+    }
+}
+
 /// Reports a probe as in flight to the ledger for as long as it lives, even if the probe
 /// panics or is aborted.
 struct InFlight<'a, L: Ledger>(&'a L);
@@ -650,8 +681,8 @@ async fn probe_when_permitted<L: Ledger, P: Prober>(
     prober: Arc<P>,
     account: Arc<Account>,
     due: Instant,
-    server: Arc<Semaphore>,
-    global: Arc<Semaphore>,
+    server: Arc<Limit>,
+    global: Arc<Limit>,
     mut stop: watch::Receiver<bool>,
 ) -> Option<u32> {
     let queued = Instant::now();
@@ -661,22 +692,22 @@ async fn probe_when_permitted<L: Ledger, P: Prober>(
         // waiting for the server, so a slow or dead server never holds slots that other
         // servers' accounts need, and that wait is not counted as the pool's lag.
         let asked = Instant::now();
-        let slot = Arc::clone(&global).acquire_owned().await.ok()?;
+        let slot = global.acquire().await;
         let mut pool_wait = asked.elapsed();
-        if let Ok(server_permit) = Arc::clone(&server).try_acquire_owned() {
-            return Some((server_permit, slot, pool_wait));
+        if let Some(server_permit) = server.try_acquire() {
+            return (server_permit, slot, pool_wait);
         }
         drop(slot);
-        let server_permit = server.acquire_owned().await.ok()?;
+        let server_permit = server.acquire().await;
         let asked = Instant::now();
-        let slot = global.acquire_owned().await.ok()?;
+        let slot = global.acquire().await;
         pool_wait += asked.elapsed();
-        Some((server_permit, slot, pool_wait))
+        (server_permit, slot, pool_wait)
     };
     let (_server, _global, pool_wait) = tokio::select! {
         biased;
         _ = stop.wait_for(|stop| *stop) => return None,
-        permits = permits => permits?,
+        permits = permits => permits,
     };
     // Late by the time the task started after its due time, plus the time it waited for a
     // pool slot.
@@ -699,6 +730,7 @@ mod tests {
 
     use super::*;
     use crate::config::Group;
+    use crate::secret::Password;
     use crate::verdict::{Phases, Protocol};
 
     const SECOND: Duration = Duration::from_secs(1);
@@ -798,8 +830,13 @@ mod tests {
     struct Call {
         account: String,
         host: String,
+        password: String,
         started: Instant,
         preferred: Option<Method>,
+        /// Probes in flight when this one started, itself included.
+        in_flight: usize,
+        /// When it completed, or was dropped unfinished (cancelled), if it has ended.
+        ended: Option<(Instant, bool)>,
     }
 
     #[derive(Default)]
@@ -852,41 +889,66 @@ mod tests {
         }
     }
 
+    /// One scripted probe in flight: counted out when it completes or is dropped.
+    struct Flight {
+        observed: Arc<Mutex<Observed>>,
+        index: usize,
+        completed: bool,
+    }
+
+    impl Drop for Flight {
+        fn drop(&mut self) {
+            let mut o = self.observed.lock().unwrap();
+            o.in_flight -= 1;
+            let call = &mut o.calls[self.index];
+            call.ended = Some((Instant::now(), self.completed));
+            let (host, account) = (call.host.clone(), call.account.clone());
+            *o.per_server.get_mut(&host).unwrap() -= 1;
+            *o.per_account.get_mut(&account).unwrap() -= 1;
+        }
+    }
+
     impl Prober for ScriptedProber {
         fn probe(&self, target: Target, preferred: Option<Method>) -> ProbeFuture {
             let delay = *self.host_delays.get(&target.host).unwrap_or(&self.delay);
             let observed = Arc::clone(&self.observed);
             Box::pin(async move {
                 let (account, host) = (target.username.clone(), target.host.clone());
-                {
+                let mut flight = {
                     let mut o = observed.lock().unwrap();
-                    o.calls.push(Call {
-                        account: account.clone(),
-                        host: host.clone(),
-                        started: Instant::now(),
-                        preferred,
-                    });
                     o.in_flight += 1;
                     o.max_in_flight = o.max_in_flight.max(o.in_flight);
-                    let n = *o
+                    let on_server = *o
                         .per_server
                         .entry(host.clone())
                         .and_modify(|n| *n += 1)
                         .or_insert(1);
                     let max = o.max_per_server.entry(host.clone()).or_insert(0);
-                    *max = (*max).max(n);
+                    *max = (*max).max(on_server);
                     let n = *o
                         .per_account
                         .entry(account.clone())
                         .and_modify(|n| *n += 1)
                         .or_insert(1);
                     o.max_per_account = o.max_per_account.max(n);
-                }
+                    let in_flight = o.in_flight;
+                    o.calls.push(Call {
+                        account,
+                        host,
+                        password: target.password.expose().to_string(),
+                        started: Instant::now(),
+                        preferred,
+                        in_flight,
+                        ended: None,
+                    });
+                    Flight {
+                        observed: Arc::clone(&observed),
+                        index: o.calls.len() - 1,
+                        completed: false,
+                    }
+                };
                 tokio::time::sleep(delay).await;
-                let mut o = observed.lock().unwrap();
-                o.in_flight -= 1;
-                *o.per_server.get_mut(&host).unwrap() -= 1;
-                *o.per_account.get_mut(&account).unwrap() -= 1;
+                flight.completed = true;
                 verdict(preferred)
             })
         }
@@ -1318,16 +1380,190 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         run.config.send(Arc::new(without_x)).unwrap();
+        let removed = Instant::now();
         tokio::time::sleep(SECOND).await;
         run.config.send(Arc::new(with_x)).unwrap();
         let readded = Instant::now() - run.t0;
         run.run_until(Duration::from_secs(300)).await;
         let starts = run.prober.starts("xray", run.t0);
         assert_eq!(run.prober.observed.lock().unwrap().max_per_account, 1);
-        // The second probe waits for the first to finish, then follows the start-up rule.
-        let due = readded + startup_offset("xray", interval);
-        assert_eq!(starts[1], due.max(starts[0] + Duration::from_secs(20)));
+        // The removal cancelled the first probe; the re-added account follows the start-up
+        // rule.
+        assert_eq!(run.prober.calls()[0].ended, Some((removed, false)));
+        assert_eq!(starts[1], readded + startup_offset("xray", interval));
         assert!(starts.len() >= 5, "{starts:?}");
+        run.stop().await;
+    }
+
+    /// Accounts `prefix-0`.. on one server, every first probe due within the start-up window.
+    fn due_by_the_window(prefix: &str, n: usize) -> Vec<Account> {
+        accounts(prefix, "mail.example.com", n, Duration::from_secs(60))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_cancels_probes_of_changed_and_removed_accounts_waiting_or_in_flight() {
+        let before = due_by_the_window("box", 7);
+        // One probe at a time on the server, 30 s each: by the reload, one is in flight and
+        // at least four wait for the server with the old settings.
+        let run = Running::start(
+            config(before.clone(), 64, 1),
+            ScriptedProber::new(Duration::from_secs(30)),
+            Plan::default(),
+        );
+        let reload = STARTUP_WINDOW + SECOND;
+        run.run_until(reload).await;
+        let calls = run.prober.calls();
+        let running: Vec<&Call> = calls.iter().filter(|c| c.ended.is_none()).collect();
+        assert_eq!(running.len(), 1);
+        let in_flight = running[0].account.clone();
+        let waiting: Vec<String> = before
+            .iter()
+            .map(|a| a.name.clone())
+            .filter(|name| !calls.iter().any(|c| c.account == *name))
+            .collect();
+        assert!(waiting.len() >= 4, "{waiting:?}");
+        let (removed, unchanged) = (waiting[0].clone(), waiting[1].clone());
+
+        // New passwords for all but one account, one account removed.
+        let after: Vec<Account> = before
+            .iter()
+            .filter(|a| a.name != removed)
+            .cloned()
+            .map(|mut a| {
+                if a.name != unchanged {
+                    a.target.password = Password::new("new-secret");
+                }
+                a
+            })
+            .collect();
+        run.config
+            .send(Arc::new(config(after.clone(), 64, 1)))
+            .unwrap();
+        let until = Duration::from_secs(600);
+        run.run_until(until).await;
+
+        let at_reload = run.t0 + reload;
+        let calls = run.prober.calls();
+        let dropped: Vec<&Call> = calls
+            .iter()
+            .filter(|c| c.ended.is_some_and(|(_, completed)| !completed))
+            .collect();
+        assert_eq!(dropped.len(), 1, "only the probe in flight was dropped");
+        assert_eq!(dropped[0].account, in_flight);
+        assert_eq!(
+            dropped[0].ended,
+            Some((at_reload, false)),
+            "dropped at once"
+        );
+        for call in calls.iter().filter(|c| c.started >= at_reload) {
+            assert_ne!(call.account, removed, "a removed account is never probed");
+            let expected = if call.account == unchanged {
+                "hunter2"
+            } else {
+                "new-secret"
+            };
+            assert_eq!(call.password, expected, "{}", call.account);
+        }
+        for account in &after {
+            assert!(
+                calls
+                    .iter()
+                    .any(|c| c.account == account.name && c.started >= at_reload),
+                "{} probed after the reload",
+                account.name
+            );
+        }
+        assert_eq!(
+            run.prober.observed.lock().unwrap().max_per_server["mail.example.com"],
+            1
+        );
+        // Nothing is recorded for the dropped probe: one record per completed probe.
+        let (ledger, prober) = (Arc::clone(&run.ledger), Arc::clone(&run.prober));
+        run.stop().await;
+        let completed = prober
+            .calls()
+            .iter()
+            .filter(|c| c.ended.is_some_and(|(_, completed)| completed))
+            .count();
+        assert_eq!(ledger.records.lock().unwrap().len(), completed);
+        assert!(
+            ledger
+                .records
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|(name, _)| *name != removed)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_raised_server_limit_lets_waiting_probes_start_at_once() {
+        let names = due_by_the_window("box", 7);
+        let run = Running::start(
+            config(names.clone(), 64, 1),
+            ScriptedProber::new(Duration::from_secs(30)),
+            Plan::default(),
+        );
+        let reload = STARTUP_WINDOW + SECOND;
+        run.run_until(reload).await;
+        assert_eq!(run.prober.in_flight(), 1);
+        run.config.send(Arc::new(config(names, 64, 3))).unwrap();
+        run.run_until(reload + SECOND).await;
+        let calls = run.prober.calls();
+        let at_reload = calls
+            .iter()
+            .filter(|c| c.started == run.t0 + reload)
+            .count();
+        assert_eq!(at_reload, 2, "two waiting probes start with the reload");
+        assert_eq!(run.prober.in_flight(), 3);
+        run.run_until(Duration::from_secs(400)).await;
+        assert_eq!(
+            run.prober.observed.lock().unwrap().max_per_server["mail.example.com"],
+            3
+        );
+        run.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lowered_global_limit_holds_waiting_probes_until_enough_have_finished() {
+        let interval = Duration::from_secs(60);
+        // Every account on its own server: only the global limit applies.
+        let names: Vec<Account> = (0..10)
+            .map(|i| {
+                account(
+                    &format!("box-{i}"),
+                    &format!("mail{i}.example.com"),
+                    interval,
+                )
+            })
+            .collect();
+        let run = Running::start(
+            config(names.clone(), 4, 64),
+            ScriptedProber::new(Duration::from_secs(30)),
+            Plan::default(),
+        );
+        let reload = STARTUP_WINDOW + SECOND;
+        run.run_until(reload).await;
+        assert_eq!(run.prober.in_flight(), 4);
+        run.config.send(Arc::new(config(names, 1, 64))).unwrap();
+        run.run_until(Duration::from_secs(400)).await;
+
+        let at_reload = run.t0 + reload;
+        let calls = run.prober.calls();
+        let last_old_end = calls
+            .iter()
+            .filter(|c| c.started < at_reload)
+            .filter_map(|c| c.ended.map(|(at, _)| at))
+            .max()
+            .unwrap();
+        let later: Vec<&Call> = calls.iter().filter(|c| c.started >= at_reload).collect();
+        assert!(later.len() > 5, "{}", later.len());
+        assert_eq!(
+            later.iter().map(|c| c.started).min(),
+            Some(last_old_end),
+            "the first probe after the reload waits for the four in flight"
+        );
+        assert!(later.iter().all(|c| c.in_flight == 1), "{later:?}");
         run.stop().await;
     }
 
