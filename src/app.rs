@@ -10,8 +10,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex as StdMutex, PoisonError};
 use std::time::SystemTime;
 
 use tokio::sync::{Mutex, mpsc, watch};
@@ -32,6 +32,9 @@ pub struct RunOptions {
     pub web_config_file: Option<PathBuf>,
     /// Probe only this replica's share of the accounts (`--shard=i/n`).
     pub shard: Option<Shard>,
+    /// Serve `POST /-/reload` (`--web.enable-lifecycle`); without it the route answers 403.
+    /// SIGHUP reloads either way.
+    pub enable_lifecycle: bool,
 }
 
 /// Why the service could not start.
@@ -70,7 +73,7 @@ pub trait Probing: Send + 'static {
 }
 
 /// Runs the exporter until `shutdown` completes, reloading the config whenever `reloads`
-/// delivers (SIGHUP); `POST /-/reload` works as well.
+/// delivers (SIGHUP); `POST /-/reload` as well when the lifecycle API is enabled.
 pub async fn run(
     options: RunOptions,
     shutdown: impl Future<Output = ()>,
@@ -163,17 +166,17 @@ pub async fn start_with<E: Exporter, P: Probing>(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let scheduler = tokio::spawn(probing.run(config_rx, shutdown_rx.clone()));
 
-    let reloader = ReloadHandle(Arc::new(Reloader {
+    let reloader = ReloadHandle(Arc::new(Reloads::new(Reloader {
         path: options.config_file.clone(),
         shard: options.shard,
         exporter: Arc::clone(&exporter),
         config: config_tx,
-        serial: Mutex::new(()),
-    }));
+    })));
     let ready = Arc::new(AtomicBool::new(false));
     let site = Arc::new(Site {
         exporter,
         reloader: reloader.clone(),
+        lifecycle: options.enable_lifecycle,
         ready: Arc::clone(&ready),
     });
     let scheme = if web_config.is_tls() { "https" } else { "http" };
@@ -234,22 +237,92 @@ impl Running {
     }
 }
 
-/// Reloads the config; clones share one lock, so reloads never interleave.
+/// Reloads the config. Clones share one [`Reloads`]: loads never interleave, and requests
+/// made while a load runs share the next one.
 #[derive(Clone)]
-pub struct ReloadHandle(Arc<dyn Reload>);
+pub struct ReloadHandle(Arc<Reloads>);
 
 impl ReloadHandle {
     /// `Ok` with the number of accounts now configured, or every error (the previous config
-    /// stays in force).
+    /// stays in force). The answer comes from a load that started after this call: it reflects
+    /// the file as it was then or later.
     pub async fn reload(&self) -> Result<usize, ConfigErrors> {
         self.0.reload().await
     }
 }
 
-type ReloadFuture<'a> = Pin<Box<dyn Future<Output = Result<usize, ConfigErrors>> + Send + 'a>>;
+type Outcome = Result<usize, ConfigErrors>;
+type ReloadFuture<'a> = Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
 
-trait Reload: Send + Sync + 'static {
-    fn reload(&self) -> ReloadFuture<'_>;
+/// One load of the config file, applied if it is valid.
+trait Load: Send + Sync + 'static {
+    fn load(&self) -> ReloadFuture<'_>;
+}
+
+/// Serialises and coalesces reloads, so that a flood of requests (SIGHUPs, `POST
+/// /-/reload`) costs at most two loads: the one running, and one for every request that came
+/// while it ran.
+struct Reloads {
+    loader: Box<dyn Load>,
+    /// Held while a load runs.
+    serial: Mutex<()>,
+    /// Requests made so far; a request is numbered by this count after it.
+    requested: AtomicU64,
+    /// Requests waiting for the load in progress to end.
+    queued: AtomicUsize,
+    /// The latest load: the number of requests made before it started (it answers all of
+    /// them), and its outcome.
+    last: StdMutex<Option<(u64, Outcome)>>,
+}
+
+impl Reloads {
+    fn new(loader: impl Load) -> Self {
+        Reloads {
+            loader: Box::new(loader),
+            serial: Mutex::new(()),
+            requested: AtomicU64::new(0),
+            queued: AtomicUsize::new(0),
+            last: StdMutex::new(None),
+        }
+    }
+
+    async fn reload(&self) -> Outcome {
+        let number = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let waiting = Waiting::new(&self.queued);
+        let _serial = self.serial.lock().await;
+        drop(waiting);
+        if let Some((answered, outcome)) = &*self.last()
+            && *answered >= number
+        {
+            tracing::debug!("reload request answered by the reload that followed it");
+            return outcome.clone();
+        }
+        let answers = self.requested.load(Ordering::SeqCst);
+        let outcome = self.loader.load().await;
+        *self.last() = Some((answers, outcome.clone()));
+        outcome
+    }
+
+    fn last(&self) -> std::sync::MutexGuard<'_, Option<(u64, Outcome)>> {
+        self.last.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Counts a request as waiting for as long as it lives, including a request whose client
+/// went away while it waited.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 struct Reloader<E> {
@@ -257,13 +330,11 @@ struct Reloader<E> {
     shard: Option<Shard>,
     exporter: Arc<E>,
     config: watch::Sender<Arc<Config>>,
-    serial: Mutex<()>,
 }
 
-impl<E: Exporter> Reload for Reloader<E> {
-    fn reload(&self) -> ReloadFuture<'_> {
+impl<E: Exporter> Load for Reloader<E> {
+    fn load(&self) -> ReloadFuture<'_> {
         Box::pin(async move {
-            let _serial = self.serial.lock().await;
             let (path, shard) = (self.path.clone(), self.shard);
             // Reading password files is blocking I/O.
             let loaded = tokio::task::spawn_blocking(move || load_config(&path, shard))
@@ -316,6 +387,8 @@ fn load_config(path: &Path, shard: Option<Shard>) -> Result<Config, ConfigErrors
 struct Site<E> {
     exporter: Arc<E>,
     reloader: ReloadHandle,
+    /// Whether `POST /-/reload` is served.
+    lifecycle: bool,
     ready: Arc<AtomicBool>,
 }
 
@@ -334,6 +407,10 @@ impl<E: Exporter> web::Backend for Site<E> {
 
     fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
+    }
+
+    fn lifecycle_enabled(&self) -> bool {
+        self.lifecycle
     }
 
     async fn reload(&self) -> Result<String, ConfigErrors> {
