@@ -32,6 +32,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
@@ -390,7 +391,15 @@ struct Entry {
     generation: u64,
     state: State,
     /// The task of the probe while [`State::Probing`], so that a reload can cancel it.
-    task: Option<AbortHandle>,
+    task: Option<ProbeTask>,
+}
+
+/// A probe's task, as a reload cancels it.
+struct ProbeTask {
+    handle: AbortHandle,
+    /// Set before the task is aborted: a task that gets its permits in between (another
+    /// task's abort can hand them over on another thread) sees it and does not probe.
+    cancelled: Arc<AtomicBool>,
 }
 
 /// A heap item: the earliest `due` surfaces first.
@@ -459,16 +468,11 @@ impl<L: Ledger, P: Prober> Pool<L, P> {
             .accounts()
             .map(|a| a.target.timeout)
             .fold(config.timeout, Duration::max);
-        // The limits are changed in place: probes already waiting for a permit wait on them.
-        self.global.set(config.concurrency.max(1));
-        self.server_limit = config.per_server_concurrency.max(1);
-        let servers: HashSet<String> = config.accounts().map(|a| a.target.server()).collect();
-        self.servers.retain(|server, _| servers.contains(server));
-        for limit in self.servers.values() {
-            limit.set(self.server_limit);
-        }
-
-        let (mut added, mut changed, mut cancelled) = (0usize, 0usize, 0usize);
+        let (mut added, mut changed) = (0usize, 0usize);
+        // Probes of removed and changed accounts: marked while the entries are updated,
+        // aborted once all are marked (and the limits changed), so that none of them starts
+        // with permits that another's abort or a raised limit hands over meanwhile.
+        let mut cancelled = Vec::new();
         let mut names = HashSet::with_capacity(config.account_count());
         for account in config.accounts() {
             names.insert(account.name.as_str());
@@ -489,7 +493,7 @@ impl<L: Ledger, P: Prober> Pool<L, P> {
                             Self::enqueue(&mut self.queue, &mut self.next_generation, &name, entry)
                         }
                         State::Probing(_) => {
-                            cancelled += usize::from(cancel(entry));
+                            cancelled.extend(cancel(entry));
                             entry.state = State::Probing(AfterProbe::Restart);
                         }
                     }
@@ -523,7 +527,7 @@ impl<L: Ledger, P: Prober> Pool<L, P> {
             match entry.state {
                 State::Queued => false,
                 State::Probing(_) => {
-                    cancelled += usize::from(cancel(entry));
+                    cancelled.extend(cancel(entry));
                     entry.state = State::Probing(AfterProbe::Forget);
                     true
                 }
@@ -536,12 +540,24 @@ impl<L: Ledger, P: Prober> Pool<L, P> {
                 .get(name)
                 .is_some_and(|e| e.generation == *generation && e.state == State::Queued)
         });
+
+        // The limits are changed in place: probes already waiting for a permit wait on them.
+        self.global.set(config.concurrency.max(1));
+        self.server_limit = config.per_server_concurrency.max(1);
+        let servers: HashSet<String> = config.accounts().map(|a| a.target.server()).collect();
+        self.servers.retain(|server, _| servers.contains(server));
+        for limit in self.servers.values() {
+            limit.set(self.server_limit);
+        }
+        for task in &cancelled {
+            task.abort();
+        }
         tracing::info!(
             accounts = names.len(),
             added,
             changed,
             removed,
-            cancelled,
+            cancelled = cancelled.len(),
             "schedule follows the configuration"
         );
     }
@@ -569,6 +585,7 @@ impl<L: Ledger, P: Prober> Pool<L, P> {
                     .entry(account.target.server())
                     .or_insert_with(|| Limit::new(server_limit)),
             );
+            let cancelled = Arc::new(AtomicBool::new(false));
             let task = probe_when_permitted(
                 Arc::clone(&self.ledger),
                 Arc::clone(&self.prober),
@@ -577,10 +594,11 @@ impl<L: Ledger, P: Prober> Pool<L, P> {
                 server,
                 Arc::clone(&self.global),
                 self.stop.clone(),
+                Arc::clone(&cancelled),
             );
             let handle = self.tasks.spawn(task);
             self.running.insert(handle.id(), name);
-            entry.task = Some(handle);
+            entry.task = Some(ProbeTask { handle, cancelled });
         }
     }
 
@@ -643,17 +661,17 @@ impl<L: Ledger, P: Prober> Pool<L, P> {
     }
 }
 
-/// Cancels the probe task of `entry`, waiting for permits or in flight; true if there was one
-/// to cancel. The task ends at its next await point: its permits and connection are dropped
-/// and nothing is recorded. [`Pool::finished`] hears of it as of any task.
-fn cancel(entry: &mut Entry) -> bool {
-    match entry.task.take() {
-        Some(task) if !task.is_finished() => {
-            task.abort();
-            true
-        }
-        _ => false,
+/// Marks the probe task of `entry` (waiting for permits or in flight) cancelled, and returns
+/// it for the caller to abort. Aborted, the task ends at its next await point: its permits
+/// and connection are dropped and nothing is recorded. [`Pool::finished`] hears of it as of
+/// any task.
+fn cancel(entry: &mut Entry) -> Option<AbortHandle> {
+    let task = entry.task.take()?;
+    if task.handle.is_finished() {
+        return None;
     }
+    task.cancelled.store(true, Ordering::SeqCst);
+    Some(task.handle)
 }
 
 /// Reports a probe as in flight to the ledger for as long as it lives, even if the probe
@@ -675,7 +693,8 @@ impl<L: Ledger> Drop for InFlight<'_, L> {
 
 /// One due probe: waits for a global slot and its server's permit, then probes and records.
 /// Returns the backoff factor for the gap to the next probe, or `None` when shutdown came
-/// before the permits.
+/// before the permits, or a reload cancelled the probe.
+#[allow(clippy::too_many_arguments)]
 async fn probe_when_permitted<L: Ledger, P: Prober>(
     ledger: Arc<L>,
     prober: Arc<P>,
@@ -684,6 +703,7 @@ async fn probe_when_permitted<L: Ledger, P: Prober>(
     server: Arc<Limit>,
     global: Arc<Limit>,
     mut stop: watch::Receiver<bool>,
+    cancelled: Arc<AtomicBool>,
 ) -> Option<u32> {
     let queued = Instant::now();
     let permits = async {
@@ -709,6 +729,9 @@ async fn probe_when_permitted<L: Ledger, P: Prober>(
         _ = stop.wait_for(|stop| *stop) => return None,
         permits = permits => permits,
     };
+    if cancelled.load(Ordering::SeqCst) {
+        return None;
+    }
     // Late by the time the task started after its due time, plus the time it waited for a
     // pool slot.
     let dispatch = queued.saturating_duration_since(due);
