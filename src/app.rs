@@ -62,12 +62,13 @@ pub trait Exporter: Send + Sync + 'static {
     fn account_page(&self, name: &str) -> Option<String>;
 }
 
-/// What runs the probes: follows `config` until `shutdown` turns true, then returns once
-/// in-flight probes are done.
+/// What runs the probes: follows `config`, putting each config on `applied` once it is in
+/// force, until `shutdown` turns true, then returns once in-flight probes are done.
 pub trait Probing: Send + 'static {
     fn run(
         self,
         config: watch::Receiver<Arc<Config>>,
+        applied: watch::Sender<Arc<Config>>,
         shutdown: watch::Receiver<bool>,
     ) -> impl Future<Output = ()> + Send;
 }
@@ -162,15 +163,18 @@ pub async fn start_with<E: Exporter, P: Probing>(
         "config loaded"
     );
 
-    let (config_tx, config_rx) = watch::channel(Arc::new(config));
+    let config = Arc::new(config);
+    let (config_tx, config_rx) = watch::channel(Arc::clone(&config));
+    let (applied_tx, applied_rx) = watch::channel(config);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let scheduler = tokio::spawn(probing.run(config_rx, shutdown_rx.clone()));
+    let scheduler = tokio::spawn(probing.run(config_rx, applied_tx, shutdown_rx.clone()));
 
     let reloader = ReloadHandle(Arc::new(Reloads::new(Reloader {
         path: options.config_file.clone(),
         shard: options.shard,
         exporter: Arc::clone(&exporter),
         config: config_tx,
+        applied: applied_rx,
     })));
     let ready = Arc::new(AtomicBool::new(false));
     let site = Arc::new(Site {
@@ -245,7 +249,8 @@ pub struct ReloadHandle(Arc<Reloads>);
 impl ReloadHandle {
     /// `Ok` with the number of accounts now configured, or every error (the previous config
     /// stays in force). The answer comes from a load that started after this call: it reflects
-    /// the file as it was then or later.
+    /// the file as it was then or later. `Ok` comes once the scheduler runs the new config:
+    /// from then on no probe starts with settings it replaced.
     pub async fn reload(&self) -> Result<usize, ConfigErrors> {
         self.0.reload().await
     }
@@ -330,6 +335,8 @@ struct Reloader<E> {
     shard: Option<Shard>,
     exporter: Arc<E>,
     config: watch::Sender<Arc<Config>>,
+    /// The config the scheduler runs.
+    applied: watch::Receiver<Arc<Config>>,
 }
 
 impl<E: Exporter> Load for Reloader<E> {
@@ -347,7 +354,12 @@ impl<E: Exporter> Load for Reloader<E> {
                     // CA files named by the config may have been renewed: read them again.
                     crate::tls::forget_connectors();
                     self.exporter.apply_config(&config);
-                    self.config.send_replace(Arc::new(config));
+                    let config = Arc::new(config);
+                    self.config.send_replace(Arc::clone(&config));
+                    // Answered once the scheduler runs it: from then on no probe starts with
+                    // settings it replaced. (If the scheduler has stopped, nothing probes.)
+                    let mut applied = self.applied.clone();
+                    let _ = applied.wait_for(|now| Arc::ptr_eq(now, &config)).await;
                     self.exporter.config_reload(true, now);
                     tracing::info!(
                         path = %self.path.display(),
@@ -462,9 +474,10 @@ impl Probing for Scheduler<Metrics, NetworkProber> {
     fn run(
         self,
         config: watch::Receiver<Arc<Config>>,
+        applied: watch::Sender<Arc<Config>>,
         shutdown: watch::Receiver<bool>,
     ) -> impl Future<Output = ()> + Send {
-        Scheduler::run(self, config, shutdown)
+        Scheduler::run(self, config, applied, shutdown)
     }
 }
 

@@ -255,7 +255,8 @@ impl<L: Ledger, P: Prober> Scheduler<L, P> {
     }
 
     /// Probes the accounts of the latest `config` until `shutdown` becomes true (or its sender
-    /// is dropped).
+    /// is dropped). Every config taken from `config` is put on `applied` once it is in force:
+    /// the probes it cancels are marked and aborted, so none of them starts after that.
     ///
     /// Reloads: every new value on `config` is applied at once. Added accounts get a first
     /// probe within the start-up window; unchanged ones keep their timing. Removed ones are no
@@ -282,6 +283,7 @@ impl<L: Ledger, P: Prober> Scheduler<L, P> {
     pub async fn run(
         self,
         mut config: watch::Receiver<Arc<Config>>,
+        applied: watch::Sender<Arc<Config>>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let (instant, wall) = self
@@ -296,6 +298,7 @@ impl<L: Ledger, P: Prober> Scheduler<L, P> {
         );
         let first = Arc::clone(&config.borrow_and_update());
         pool.apply(&first, Instant::now());
+        applied.send_replace(first);
         let mut config_open = true;
         let timer = tokio::time::sleep_until(Instant::now());
         tokio::pin!(timer);
@@ -313,6 +316,7 @@ impl<L: Ledger, P: Prober> Scheduler<L, P> {
                     Ok(()) => {
                         let new = Arc::clone(&config.borrow_and_update());
                         pool.apply(&new, Instant::now());
+                        applied.send_replace(new);
                     }
                     Err(_) => config_open = false,
                 },
@@ -322,6 +326,8 @@ impl<L: Ledger, P: Prober> Scheduler<L, P> {
                 () = &mut timer, if next.is_some() => pool.start_due(Instant::now()),
             }
         }
+        // No config is applied any more: whoever waits for one stops waiting.
+        drop(applied);
         let _ = stop_tx.send(true);
         pool.drain().await;
     }
@@ -993,11 +999,13 @@ mod tests {
             let t0 = Instant::now();
             let ledger = Arc::new(TestLedger::new(plan));
             let prober = Arc::new(prober);
-            let (config_tx, config_rx) = watch::channel(Arc::new(config));
+            let config = Arc::new(config);
+            let (config_tx, config_rx) = watch::channel(Arc::clone(&config));
+            let (applied, _) = watch::channel(config);
             let (shutdown_tx, shutdown_rx) = watch::channel(false);
             let scheduler = Scheduler::new(Arc::clone(&ledger), Arc::clone(&prober))
                 .with_wall_clock(t0, UNIX_EPOCH);
-            let handle = tokio::spawn(scheduler.run(config_rx, shutdown_rx));
+            let handle = tokio::spawn(scheduler.run(config_rx, applied, shutdown_rx));
             Running {
                 t0,
                 ledger,

@@ -124,11 +124,13 @@ impl Probing for FakeProbing {
     async fn run(
         self,
         mut config: watch::Receiver<Arc<Config>>,
+        applied: watch::Sender<Arc<Config>>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         loop {
-            let count = config.borrow_and_update().account_count();
-            self.seen.lock().unwrap().push(count);
+            let current = Arc::clone(&config.borrow_and_update());
+            self.seen.lock().unwrap().push(current.account_count());
+            applied.send_replace(current);
             tokio::select! {
                 changed = config.changed() => if changed.is_err() { break },
                 _ = shutdown.wait_for(|stop| *stop) => break,
@@ -286,6 +288,19 @@ async fn reload_applies_a_good_config_and_keeps_the_old_one_on_errors() {
     assert_eq!(seen.first(), Some(&2));
     assert_eq!(seen.last(), Some(&1));
     assert!(seen.iter().all(|n| [1, 2, 3].contains(n)), "{seen:?}");
+}
+
+#[tokio::test]
+async fn a_reload_answers_once_probing_runs_the_new_config() {
+    let f = fixture(&config_text(&["a"]));
+    let running = start_fixture(&f).await;
+    for names in [&["a", "b"][..], &["c"], &["c", "d", "e"]] {
+        std::fs::write(&f.path, config_text(names)).unwrap();
+        assert_eq!(running.reload().await.unwrap(), names.len());
+        // On this single-threaded runtime the prober has run only if the reload waited for it.
+        assert_eq!(f.probing.seen.lock().unwrap().last(), Some(&names.len()));
+    }
+    running.shutdown().await;
 }
 
 /// Polling gives up after this long: a condition not met by then is a failure.
