@@ -144,6 +144,7 @@ async fn measure(scenario: &Scenario, config: &Path) -> Report {
         listen_address: "127.0.0.1:0".parse().unwrap(),
         web_config_file: None,
         shard: None,
+        enable_lifecycle: false,
     })
     .await
     .expect("the exporter starts");

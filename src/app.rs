@@ -10,8 +10,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex as StdMutex, PoisonError};
 use std::time::SystemTime;
 
 use tokio::sync::{Mutex, mpsc, watch};
@@ -32,6 +32,9 @@ pub struct RunOptions {
     pub web_config_file: Option<PathBuf>,
     /// Probe only this replica's share of the accounts (`--shard=i/n`).
     pub shard: Option<Shard>,
+    /// Serve `POST /-/reload` (`--web.enable-lifecycle`); without it the route answers 403.
+    /// SIGHUP reloads either way.
+    pub enable_lifecycle: bool,
 }
 
 /// Why the service could not start.
@@ -59,18 +62,19 @@ pub trait Exporter: Send + Sync + 'static {
     fn account_page(&self, name: &str) -> Option<String>;
 }
 
-/// What runs the probes: follows `config` until `shutdown` turns true, then returns once
-/// in-flight probes are done.
+/// What runs the probes: follows `config`, putting each config on `applied` once it is in
+/// force, until `shutdown` turns true, then returns once in-flight probes are done.
 pub trait Probing: Send + 'static {
     fn run(
         self,
         config: watch::Receiver<Arc<Config>>,
+        applied: watch::Sender<Arc<Config>>,
         shutdown: watch::Receiver<bool>,
     ) -> impl Future<Output = ()> + Send;
 }
 
 /// Runs the exporter until `shutdown` completes, reloading the config whenever `reloads`
-/// delivers (SIGHUP); `POST /-/reload` works as well.
+/// delivers (SIGHUP); `POST /-/reload` as well when the lifecycle API is enabled.
 pub async fn run(
     options: RunOptions,
     shutdown: impl Future<Output = ()>,
@@ -171,21 +175,24 @@ pub async fn start_with<E: Exporter, P: Probing>(
         "config loaded"
     );
 
-    let (config_tx, config_rx) = watch::channel(Arc::new(config));
+    let config = Arc::new(config);
+    let (config_tx, config_rx) = watch::channel(Arc::clone(&config));
+    let (applied_tx, applied_rx) = watch::channel(config);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let scheduler = tokio::spawn(probing.run(config_rx, shutdown_rx.clone()));
+    let scheduler = tokio::spawn(probing.run(config_rx, applied_tx, shutdown_rx.clone()));
 
-    let reloader = ReloadHandle(Arc::new(Reloader {
+    let reloader = ReloadHandle(Arc::new(Reloads::new(Reloader {
         path: options.config_file.clone(),
         shard: options.shard,
         exporter: Arc::clone(&exporter),
         config: config_tx,
-        serial: Mutex::new(()),
-    }));
+        applied: applied_rx,
+    })));
     let ready = Arc::new(AtomicBool::new(false));
     let site = Arc::new(Site {
         exporter,
         reloader: reloader.clone(),
+        lifecycle: options.enable_lifecycle,
         ready: Arc::clone(&ready),
     });
     let scheme = if web_config.is_tls() { "https" } else { "http" };
@@ -246,22 +253,93 @@ impl Running {
     }
 }
 
-/// Reloads the config; clones share one lock, so reloads never interleave.
+/// Reloads the config. Clones share one [`Reloads`]: loads never interleave, and requests
+/// made while a load runs share the next one.
 #[derive(Clone)]
-pub struct ReloadHandle(Arc<dyn Reload>);
+pub struct ReloadHandle(Arc<Reloads>);
 
 impl ReloadHandle {
     /// `Ok` with the number of accounts now configured, or every error (the previous config
-    /// stays in force).
+    /// stays in force). The answer comes from a load that started after this call: it reflects
+    /// the file as it was then or later. `Ok` comes once the scheduler runs the new config:
+    /// from then on no probe starts with settings it replaced.
     pub async fn reload(&self) -> Result<usize, ConfigErrors> {
         self.0.reload().await
     }
 }
 
-type ReloadFuture<'a> = Pin<Box<dyn Future<Output = Result<usize, ConfigErrors>> + Send + 'a>>;
+type Outcome = Result<usize, ConfigErrors>;
+type ReloadFuture<'a> = Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
 
-trait Reload: Send + Sync + 'static {
-    fn reload(&self) -> ReloadFuture<'_>;
+/// One load of the config file, applied if it is valid.
+trait Load: Send + Sync + 'static {
+    fn load(&self) -> ReloadFuture<'_>;
+}
+
+/// Serialises and coalesces reloads, so that a flood of requests (SIGHUPs, `POST
+/// /-/reload`) costs at most two loads: the one running, and one for every request that came
+/// while it ran.
+struct Reloads {
+    loader: Box<dyn Load>,
+    /// Held while a load runs.
+    serial: Mutex<()>,
+    /// Requests made so far; a request is numbered by this count after it.
+    requested: AtomicU64,
+    /// Requests waiting for the load in progress to end.
+    queued: AtomicUsize,
+    /// The latest load: the number of requests made before it started (it answers all of
+    /// them), and its outcome.
+    last: StdMutex<Option<(u64, Outcome)>>,
+}
+
+impl Reloads {
+    fn new(loader: impl Load) -> Self {
+        Reloads {
+            loader: Box::new(loader),
+            serial: Mutex::new(()),
+            requested: AtomicU64::new(0),
+            queued: AtomicUsize::new(0),
+            last: StdMutex::new(None),
+        }
+    }
+
+    async fn reload(&self) -> Outcome {
+        let number = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let waiting = Waiting::new(&self.queued);
+        let _serial = self.serial.lock().await;
+        drop(waiting);
+        if let Some((answered, outcome)) = &*self.last()
+            && *answered >= number
+        {
+            tracing::debug!("reload request answered by the reload that followed it");
+            return outcome.clone();
+        }
+        let answers = self.requested.load(Ordering::SeqCst);
+        let outcome = self.loader.load().await;
+        *self.last() = Some((answers, outcome.clone()));
+        outcome
+    }
+
+    fn last(&self) -> std::sync::MutexGuard<'_, Option<(u64, Outcome)>> {
+        self.last.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Counts a request as waiting for as long as it lives, including a request whose client
+/// went away while it waited.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 struct Reloader<E> {
@@ -269,13 +347,13 @@ struct Reloader<E> {
     shard: Option<Shard>,
     exporter: Arc<E>,
     config: watch::Sender<Arc<Config>>,
-    serial: Mutex<()>,
+    /// The config the scheduler runs.
+    applied: watch::Receiver<Arc<Config>>,
 }
 
-impl<E: Exporter> Reload for Reloader<E> {
-    fn reload(&self) -> ReloadFuture<'_> {
+impl<E: Exporter> Load for Reloader<E> {
+    fn load(&self) -> ReloadFuture<'_> {
         Box::pin(async move {
-            let _serial = self.serial.lock().await;
             let (path, shard) = (self.path.clone(), self.shard);
             // Reading password files is blocking I/O.
             let loaded = tokio::task::spawn_blocking(move || load_config(&path, shard))
@@ -286,7 +364,12 @@ impl<E: Exporter> Reload for Reloader<E> {
                 Ok(config) => {
                     let accounts = config.account_count();
                     self.exporter.apply_config(&config);
-                    self.config.send_replace(Arc::new(config));
+                    let config = Arc::new(config);
+                    self.config.send_replace(Arc::clone(&config));
+                    // Answered once the scheduler runs it: from then on no probe starts with
+                    // settings it replaced. (If the scheduler has stopped, nothing probes.)
+                    let mut applied = self.applied.clone();
+                    let _ = applied.wait_for(|now| Arc::ptr_eq(now, &config)).await;
                     self.exporter.config_reload(true, now);
                     tracing::info!(
                         path = %self.path.display(),
@@ -326,6 +409,8 @@ fn load_config(path: &Path, shard: Option<Shard>) -> Result<Config, ConfigErrors
 struct Site<E> {
     exporter: Arc<E>,
     reloader: ReloadHandle,
+    /// Whether `POST /-/reload` is served.
+    lifecycle: bool,
     ready: Arc<AtomicBool>,
 }
 
@@ -344,6 +429,10 @@ impl<E: Exporter> web::Backend for Site<E> {
 
     fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
+    }
+
+    fn lifecycle_enabled(&self) -> bool {
+        self.lifecycle
     }
 
     async fn reload(&self) -> Result<String, ConfigErrors> {
@@ -395,9 +484,10 @@ impl Probing for Scheduler<Metrics, NetworkProber> {
     fn run(
         self,
         config: watch::Receiver<Arc<Config>>,
+        applied: watch::Sender<Arc<Config>>,
         shutdown: watch::Receiver<bool>,
     ) -> impl Future<Output = ()> + Send {
-        Scheduler::run(self, config, shutdown)
+        Scheduler::run(self, config, applied, shutdown)
     }
 }
 

@@ -67,6 +67,11 @@ pub struct Cli {
     #[arg(long, value_name = "i/n", value_parser = parse_shard)]
     pub shard: Option<Shard>,
 
+    /// Allow reloading the configuration with `POST /-/reload` (off: it answers 403). SIGHUP
+    /// reloads either way.
+    #[arg(long = "web.enable-lifecycle")]
+    pub web_enable_lifecycle: bool,
+
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -667,6 +672,10 @@ groups:
         assert_eq!(cli.web_listen_address.host, None);
         assert_eq!(cli.web_config_file, None);
         assert_eq!(cli.shard, None);
+        assert!(
+            !cli.web_enable_lifecycle,
+            "off by default, as in Prometheus"
+        );
         assert_eq!(cli.log.format, LogFormat::Logfmt);
         assert!(cli.require_config_file().is_err());
 
@@ -689,8 +698,10 @@ groups:
             "--web.listen-address=[::1]:9110",
             "--web.config.file=web.yml",
             "--shard=1/3",
+            "--web.enable-lifecycle",
         ])
         .unwrap();
+        assert!(cli.web_enable_lifecycle);
         assert_eq!(cli.web_listen_address.host.as_deref(), Some("::1"));
         assert_eq!(cli.web_config_file.as_deref(), Some(Path::new("web.yml")));
         assert_eq!(cli.shard, Some(Shard { index: 1, count: 3 }));

@@ -257,6 +257,7 @@ pub async fn run(
         listen_address: options.listen_address.clone(),
         web_config_file: options.web_config_file,
         shard: None,
+        enable_lifecycle: false,
     })
     .await?;
     let host = match options.listen_address.host.as_deref() {

@@ -44,6 +44,7 @@ fn main() -> ExitCode {
                 listen_address: cli.web_listen_address.clone(),
                 web_config_file: cli.web_config_file.clone(),
                 shard: cli.shard,
+                enable_lifecycle: cli.web_enable_lifecycle,
             };
             serve(options)
         }

@@ -18,6 +18,9 @@
 //! - A probe first waits for a permit of its server (`per_server_concurrency`), then for a
 //!   global one (`concurrency`). Accounts of a slow or dead server queue on their own server
 //!   and never hold global permits that other servers' accounts need.
+//! - A reload never lets a probe log in with settings it replaced: probes of removed or
+//!   changed accounts are cancelled, waiting or in flight, and changed limits apply to the
+//!   probes already waiting.
 //!
 //! Cost: idle accounts are one entry in a binary heap behind a single timer; only a probe that
 //! is due has a task. Stale heap entries (left by reloads) are skipped when they surface.
@@ -29,16 +32,21 @@ use std::future::Future;
 use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{Semaphore, watch};
-use tokio::task::{Id, JoinError, JoinSet};
+use tokio::sync::watch;
+use tokio::task::{AbortHandle, Id, JoinError, JoinSet};
 use tokio::time::Instant;
 
 use crate::config::{Account, Config};
 use crate::probe::{self, Target};
 use crate::tls::Connectors;
 use crate::verdict::{Method, Verdict};
+
+mod limit;
+
+use limit::Limit;
 
 /// What the next probe of an account should do, decided from its history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -261,16 +269,19 @@ impl<L: Ledger, P: Prober> Scheduler<L, P> {
     }
 
     /// Probes the accounts of the latest `config` until `shutdown` becomes true (or its sender
-    /// is dropped).
+    /// is dropped). Every config taken from `config` is put on `applied` once it is in force:
+    /// the probes it cancels are marked and aborted, so none of them starts after that.
     ///
     /// Reloads: every new value on `config` is applied at once. Added accounts get a first
-    /// probe within the start-up window; removed ones are no longer probed (a probe in flight
-    /// finishes and is still recorded, which the ledger ignores); changed ones (any field
-    /// differs) are treated as new, with their new interval and target, once a probe in flight
-    /// has finished; unchanged ones keep their timing. Concurrency limits follow the new
-    /// config: a changed limit gets new semaphores, so for the duration of the probes already
-    /// in flight the old and new limits both count. If the config sender is dropped, the last
-    /// config stays in force.
+    /// probe within the start-up window; unchanged ones keep their timing. Removed ones are no
+    /// longer probed, and changed ones (any field differs) are treated as new, with their new
+    /// interval and target. A probe of a removed or changed account that is waiting for a
+    /// permit, or in flight, is cancelled: it never starts, or is dropped where it is (its
+    /// connection closes, nothing is recorded), since it would log in with credentials or
+    /// settings the operator replaced and its outcome says nothing about the new config.
+    /// Concurrency limits follow the new config at once, for the probes already waiting too: a
+    /// lowered limit lets no probe start until fewer than the new limit are in flight. If the
+    /// config sender is dropped, the last config stays in force.
     ///
     /// Schedule lag: when a probe starts, the ledger hears how late it is because of the
     /// pool: the delay between its due time and its task starting, plus the time it waited
@@ -286,6 +297,7 @@ impl<L: Ledger, P: Prober> Scheduler<L, P> {
     pub async fn run(
         self,
         mut config: watch::Receiver<Arc<Config>>,
+        applied: watch::Sender<Arc<Config>>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let (instant, wall) = self
@@ -300,6 +312,7 @@ impl<L: Ledger, P: Prober> Scheduler<L, P> {
         );
         let first = Arc::clone(&config.borrow_and_update());
         pool.apply(&first, Instant::now());
+        applied.send_replace(first);
         let mut config_open = true;
         let timer = tokio::time::sleep_until(Instant::now());
         tokio::pin!(timer);
@@ -318,6 +331,7 @@ impl<L: Ledger, P: Prober> Scheduler<L, P> {
                         let new = Arc::clone(&config.borrow_and_update());
                         pool.prober.config_changed();
                         pool.apply(&new, Instant::now());
+                        applied.send_replace(new);
                     }
                     Err(_) => config_open = false,
                 },
@@ -327,6 +341,8 @@ impl<L: Ledger, P: Prober> Scheduler<L, P> {
                 () = &mut timer, if next.is_some() => pool.start_due(Instant::now()),
             }
         }
+        // No config is applied any more: whoever waits for one stops waiting.
+        drop(applied);
         let _ = stop_tx.send(true);
         pool.drain().await;
     }
@@ -372,9 +388,10 @@ impl WallClock {
 enum AfterProbe {
     /// Next aligned slot, stretched by the backoff factor.
     Continue,
-    /// A reload changed the account: start afresh at the entry's `due`.
+    /// A reload changed the account and cancelled the probe: start afresh at the entry's
+    /// `due`.
     Restart,
-    /// A reload removed the account.
+    /// A reload removed the account and cancelled the probe.
     Forget,
 }
 
@@ -394,6 +411,16 @@ struct Entry {
     /// Identifies the live heap item; items with another generation are stale.
     generation: u64,
     state: State,
+    /// The task of the probe while [`State::Probing`], so that a reload can cancel it.
+    task: Option<ProbeTask>,
+}
+
+/// A probe's task, as a reload cancels it.
+struct ProbeTask {
+    handle: AbortHandle,
+    /// Set before the task is aborted: a task that gets its permits in between (another
+    /// task's abort can hand them over on another thread) sees it and does not probe.
+    cancelled: Arc<AtomicBool>,
 }
 
 /// A heap item: the earliest `due` surfaces first.
@@ -411,9 +438,8 @@ struct Pool<L, P> {
     /// factor for the next gap, `None` if it was cancelled before probing.
     tasks: JoinSet<Option<u32>>,
     running: HashMap<Id, Arc<str>>,
-    global: Arc<Semaphore>,
-    global_limit: usize,
-    servers: HashMap<String, Arc<Semaphore>>,
+    global: Arc<Limit>,
+    servers: HashMap<String, Arc<Limit>>,
     server_limit: usize,
     /// The longest probe timeout in the config: bounds the shutdown grace period.
     timeout: Duration,
@@ -431,8 +457,7 @@ impl<L: Ledger, P: Prober> Pool<L, P> {
             next_generation: 0,
             tasks: JoinSet::new(),
             running: HashMap::new(),
-            global: Arc::new(Semaphore::new(0)),
-            global_limit: 0,
+            global: Limit::new(0),
             servers: HashMap::new(),
             server_limit: 0,
             timeout: crate::config::DEFAULT_TIMEOUT,
@@ -464,20 +489,11 @@ impl<L: Ledger, P: Prober> Pool<L, P> {
             .accounts()
             .map(|a| a.target.timeout)
             .fold(config.timeout, Duration::max);
-        let global_limit = config.concurrency.max(1);
-        if global_limit != self.global_limit {
-            self.global = Arc::new(Semaphore::new(global_limit));
-            self.global_limit = global_limit;
-        }
-        let server_limit = config.per_server_concurrency.max(1);
-        if server_limit != self.server_limit {
-            self.servers.clear();
-            self.server_limit = server_limit;
-        }
-        let servers: HashSet<String> = config.accounts().map(|a| a.target.server()).collect();
-        self.servers.retain(|server, _| servers.contains(server));
-
         let (mut added, mut changed) = (0usize, 0usize);
+        // Probes of removed and changed accounts: marked while the entries are updated,
+        // aborted once all are marked (and the limits changed), so that none of them starts
+        // with permits that another's abort or a raised limit hands over meanwhile.
+        let mut cancelled = Vec::new();
         let mut names = HashSet::with_capacity(config.account_count());
         for account in config.accounts() {
             names.insert(account.name.as_str());
@@ -497,7 +513,10 @@ impl<L: Ledger, P: Prober> Pool<L, P> {
                         State::Queued => {
                             Self::enqueue(&mut self.queue, &mut self.next_generation, &name, entry)
                         }
-                        State::Probing(_) => entry.state = State::Probing(AfterProbe::Restart),
+                        State::Probing(_) => {
+                            cancelled.extend(cancel(entry));
+                            entry.state = State::Probing(AfterProbe::Restart);
+                        }
                     }
                 }
                 None => {
@@ -509,6 +528,7 @@ impl<L: Ledger, P: Prober> Pool<L, P> {
                         due,
                         generation: 0,
                         state: State::Queued,
+                        task: None,
                     };
                     Self::enqueue(
                         &mut self.queue,
@@ -528,6 +548,7 @@ impl<L: Ledger, P: Prober> Pool<L, P> {
             match entry.state {
                 State::Queued => false,
                 State::Probing(_) => {
+                    cancelled.extend(cancel(entry));
                     entry.state = State::Probing(AfterProbe::Forget);
                     true
                 }
@@ -540,11 +561,24 @@ impl<L: Ledger, P: Prober> Pool<L, P> {
                 .get(name)
                 .is_some_and(|e| e.generation == *generation && e.state == State::Queued)
         });
+
+        // The limits are changed in place: probes already waiting for a permit wait on them.
+        self.global.set(config.concurrency.max(1));
+        self.server_limit = config.per_server_concurrency.max(1);
+        let servers: HashSet<String> = config.accounts().map(|a| a.target.server()).collect();
+        self.servers.retain(|server, _| servers.contains(server));
+        for limit in self.servers.values() {
+            limit.set(self.server_limit);
+        }
+        for task in &cancelled {
+            task.abort();
+        }
         tracing::info!(
             accounts = names.len(),
             added,
             changed,
             removed,
+            cancelled = cancelled.len(),
             "schedule follows the configuration"
         );
     }
@@ -570,8 +604,9 @@ impl<L: Ledger, P: Prober> Pool<L, P> {
             let server = Arc::clone(
                 self.servers
                     .entry(account.target.server())
-                    .or_insert_with(|| Arc::new(Semaphore::new(server_limit))),
+                    .or_insert_with(|| Limit::new(server_limit)),
             );
+            let cancelled = Arc::new(AtomicBool::new(false));
             let task = probe_when_permitted(
                 Arc::clone(&self.ledger),
                 Arc::clone(&self.prober),
@@ -580,9 +615,11 @@ impl<L: Ledger, P: Prober> Pool<L, P> {
                 server,
                 Arc::clone(&self.global),
                 self.stop.clone(),
+                Arc::clone(&cancelled),
             );
             let handle = self.tasks.spawn(task);
             self.running.insert(handle.id(), name);
+            entry.task = Some(ProbeTask { handle, cancelled });
         }
     }
 
@@ -592,8 +629,12 @@ impl<L: Ledger, P: Prober> Pool<L, P> {
             Ok((id, factor)) => (id, factor),
             Err(e) => {
                 let account = self.running.get(&e.id()).map(|n| n.to_string());
-                // The panic payload is not logged: it could hold anything.
-                tracing::error!(account, "a probe task failed (panicked or was aborted)");
+                if e.is_cancelled() {
+                    tracing::debug!(account, "probe cancelled by a reload");
+                } else {
+                    // The panic payload is not logged: it could hold anything.
+                    tracing::error!(account, "a probe task panicked");
+                }
                 (e.id(), None)
             }
         };
@@ -603,6 +644,7 @@ impl<L: Ledger, P: Prober> Pool<L, P> {
         let Some(entry) = self.entries.get_mut(&name) else {
             return;
         };
+        entry.task = None;
         match entry.state {
             State::Queued => {}
             State::Probing(AfterProbe::Forget) => {
@@ -640,6 +682,19 @@ impl<L: Ledger, P: Prober> Pool<L, P> {
     }
 }
 
+/// Marks the probe task of `entry` (waiting for permits or in flight) cancelled, and returns
+/// it for the caller to abort. Aborted, the task ends at its next await point: its permits
+/// and connection are dropped and nothing is recorded. [`Pool::finished`] hears of it as of
+/// any task.
+fn cancel(entry: &mut Entry) -> Option<AbortHandle> {
+    let task = entry.task.take()?;
+    if task.handle.is_finished() {
+        return None;
+    }
+    task.cancelled.store(true, Ordering::SeqCst);
+    Some(task.handle)
+}
+
 /// Reports a probe as in flight to the ledger for as long as it lives, even if the probe
 /// panics or is aborted.
 struct InFlight<'a, L: Ledger>(&'a L);
@@ -659,15 +714,17 @@ impl<L: Ledger> Drop for InFlight<'_, L> {
 
 /// One due probe: waits for a global slot and its server's permit, then probes and records.
 /// Returns the backoff factor for the gap to the next probe, or `None` when shutdown came
-/// before the permits.
+/// before the permits, or a reload cancelled the probe.
+#[allow(clippy::too_many_arguments)]
 async fn probe_when_permitted<L: Ledger, P: Prober>(
     ledger: Arc<L>,
     prober: Arc<P>,
     account: Arc<Account>,
     due: Instant,
-    server: Arc<Semaphore>,
-    global: Arc<Semaphore>,
+    server: Arc<Limit>,
+    global: Arc<Limit>,
     mut stop: watch::Receiver<bool>,
+    cancelled: Arc<AtomicBool>,
 ) -> Option<u32> {
     let queued = Instant::now();
     let permits = async {
@@ -676,23 +733,26 @@ async fn probe_when_permitted<L: Ledger, P: Prober>(
         // waiting for the server, so a slow or dead server never holds slots that other
         // servers' accounts need, and that wait is not counted as the pool's lag.
         let asked = Instant::now();
-        let slot = Arc::clone(&global).acquire_owned().await.ok()?;
+        let slot = global.acquire().await;
         let mut pool_wait = asked.elapsed();
-        if let Ok(server_permit) = Arc::clone(&server).try_acquire_owned() {
-            return Some((server_permit, slot, pool_wait));
+        if let Some(server_permit) = server.try_acquire() {
+            return (server_permit, slot, pool_wait);
         }
         drop(slot);
-        let server_permit = server.acquire_owned().await.ok()?;
+        let server_permit = server.acquire().await;
         let asked = Instant::now();
-        let slot = global.acquire_owned().await.ok()?;
+        let slot = global.acquire().await;
         pool_wait += asked.elapsed();
-        Some((server_permit, slot, pool_wait))
+        (server_permit, slot, pool_wait)
     };
     let (_server, _global, pool_wait) = tokio::select! {
         biased;
         _ = stop.wait_for(|stop| *stop) => return None,
-        permits = permits => permits?,
+        permits = permits => permits,
     };
+    if cancelled.load(Ordering::SeqCst) {
+        return None;
+    }
     // Late by the time the task started after its due time, plus the time it waited for a
     // pool slot.
     let dispatch = queued.saturating_duration_since(due);
@@ -714,6 +774,7 @@ mod tests {
 
     use super::*;
     use crate::config::Group;
+    use crate::secret::Password;
     use crate::verdict::{Phases, Protocol};
 
     const SECOND: Duration = Duration::from_secs(1);
@@ -813,8 +874,13 @@ mod tests {
     struct Call {
         account: String,
         host: String,
+        password: String,
         started: Instant,
         preferred: Option<Method>,
+        /// Probes in flight when this one started, itself included.
+        in_flight: usize,
+        /// When it completed, or was dropped unfinished (cancelled), if it has ended.
+        ended: Option<(Instant, bool)>,
     }
 
     #[derive(Default)]
@@ -867,41 +933,66 @@ mod tests {
         }
     }
 
+    /// One scripted probe in flight: counted out when it completes or is dropped.
+    struct Flight {
+        observed: Arc<Mutex<Observed>>,
+        index: usize,
+        completed: bool,
+    }
+
+    impl Drop for Flight {
+        fn drop(&mut self) {
+            let mut o = self.observed.lock().unwrap();
+            o.in_flight -= 1;
+            let call = &mut o.calls[self.index];
+            call.ended = Some((Instant::now(), self.completed));
+            let (host, account) = (call.host.clone(), call.account.clone());
+            *o.per_server.get_mut(&host).unwrap() -= 1;
+            *o.per_account.get_mut(&account).unwrap() -= 1;
+        }
+    }
+
     impl Prober for ScriptedProber {
         fn probe(&self, target: Target, preferred: Option<Method>) -> ProbeFuture {
             let delay = *self.host_delays.get(&target.host).unwrap_or(&self.delay);
             let observed = Arc::clone(&self.observed);
             Box::pin(async move {
                 let (account, host) = (target.username.clone(), target.host.clone());
-                {
+                let mut flight = {
                     let mut o = observed.lock().unwrap();
-                    o.calls.push(Call {
-                        account: account.clone(),
-                        host: host.clone(),
-                        started: Instant::now(),
-                        preferred,
-                    });
                     o.in_flight += 1;
                     o.max_in_flight = o.max_in_flight.max(o.in_flight);
-                    let n = *o
+                    let on_server = *o
                         .per_server
                         .entry(host.clone())
                         .and_modify(|n| *n += 1)
                         .or_insert(1);
                     let max = o.max_per_server.entry(host.clone()).or_insert(0);
-                    *max = (*max).max(n);
+                    *max = (*max).max(on_server);
                     let n = *o
                         .per_account
                         .entry(account.clone())
                         .and_modify(|n| *n += 1)
                         .or_insert(1);
                     o.max_per_account = o.max_per_account.max(n);
-                }
+                    let in_flight = o.in_flight;
+                    o.calls.push(Call {
+                        account,
+                        host,
+                        password: target.password.expose().to_string(),
+                        started: Instant::now(),
+                        preferred,
+                        in_flight,
+                        ended: None,
+                    });
+                    Flight {
+                        observed: Arc::clone(&observed),
+                        index: o.calls.len() - 1,
+                        completed: false,
+                    }
+                };
                 tokio::time::sleep(delay).await;
-                let mut o = observed.lock().unwrap();
-                o.in_flight -= 1;
-                *o.per_server.get_mut(&host).unwrap() -= 1;
-                *o.per_account.get_mut(&account).unwrap() -= 1;
+                flight.completed = true;
                 verdict(preferred)
             })
         }
@@ -923,11 +1014,13 @@ mod tests {
             let t0 = Instant::now();
             let ledger = Arc::new(TestLedger::new(plan));
             let prober = Arc::new(prober);
-            let (config_tx, config_rx) = watch::channel(Arc::new(config));
+            let config = Arc::new(config);
+            let (config_tx, config_rx) = watch::channel(Arc::clone(&config));
+            let (applied, _) = watch::channel(config);
             let (shutdown_tx, shutdown_rx) = watch::channel(false);
             let scheduler = Scheduler::new(Arc::clone(&ledger), Arc::clone(&prober))
                 .with_wall_clock(t0, UNIX_EPOCH);
-            let handle = tokio::spawn(scheduler.run(config_rx, shutdown_rx));
+            let handle = tokio::spawn(scheduler.run(config_rx, applied, shutdown_rx));
             Running {
                 t0,
                 ledger,
@@ -1333,16 +1426,190 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         run.config.send(Arc::new(without_x)).unwrap();
+        let removed = Instant::now();
         tokio::time::sleep(SECOND).await;
         run.config.send(Arc::new(with_x)).unwrap();
         let readded = Instant::now() - run.t0;
         run.run_until(Duration::from_secs(300)).await;
         let starts = run.prober.starts("xray", run.t0);
         assert_eq!(run.prober.observed.lock().unwrap().max_per_account, 1);
-        // The second probe waits for the first to finish, then follows the start-up rule.
-        let due = readded + startup_offset("xray", interval);
-        assert_eq!(starts[1], due.max(starts[0] + Duration::from_secs(20)));
+        // The removal cancelled the first probe; the re-added account follows the start-up
+        // rule.
+        assert_eq!(run.prober.calls()[0].ended, Some((removed, false)));
+        assert_eq!(starts[1], readded + startup_offset("xray", interval));
         assert!(starts.len() >= 5, "{starts:?}");
+        run.stop().await;
+    }
+
+    /// Accounts `prefix-0`.. on one server, every first probe due within the start-up window.
+    fn due_by_the_window(prefix: &str, n: usize) -> Vec<Account> {
+        accounts(prefix, "mail.example.com", n, Duration::from_secs(60))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_cancels_probes_of_changed_and_removed_accounts_waiting_or_in_flight() {
+        let before = due_by_the_window("box", 7);
+        // One probe at a time on the server, 30 s each: by the reload, one is in flight and
+        // at least four wait for the server with the old settings.
+        let run = Running::start(
+            config(before.clone(), 64, 1),
+            ScriptedProber::new(Duration::from_secs(30)),
+            Plan::default(),
+        );
+        let reload = STARTUP_WINDOW + SECOND;
+        run.run_until(reload).await;
+        let calls = run.prober.calls();
+        let running: Vec<&Call> = calls.iter().filter(|c| c.ended.is_none()).collect();
+        assert_eq!(running.len(), 1);
+        let in_flight = running[0].account.clone();
+        let waiting: Vec<String> = before
+            .iter()
+            .map(|a| a.name.clone())
+            .filter(|name| !calls.iter().any(|c| c.account == *name))
+            .collect();
+        assert!(waiting.len() >= 4, "{waiting:?}");
+        let (removed, unchanged) = (waiting[0].clone(), waiting[1].clone());
+
+        // New passwords for all but one account, one account removed.
+        let after: Vec<Account> = before
+            .iter()
+            .filter(|a| a.name != removed)
+            .cloned()
+            .map(|mut a| {
+                if a.name != unchanged {
+                    a.target.password = Password::new("new-secret");
+                }
+                a
+            })
+            .collect();
+        run.config
+            .send(Arc::new(config(after.clone(), 64, 1)))
+            .unwrap();
+        let until = Duration::from_secs(600);
+        run.run_until(until).await;
+
+        let at_reload = run.t0 + reload;
+        let calls = run.prober.calls();
+        let dropped: Vec<&Call> = calls
+            .iter()
+            .filter(|c| c.ended.is_some_and(|(_, completed)| !completed))
+            .collect();
+        assert_eq!(dropped.len(), 1, "only the probe in flight was dropped");
+        assert_eq!(dropped[0].account, in_flight);
+        assert_eq!(
+            dropped[0].ended,
+            Some((at_reload, false)),
+            "dropped at once"
+        );
+        for call in calls.iter().filter(|c| c.started >= at_reload) {
+            assert_ne!(call.account, removed, "a removed account is never probed");
+            let expected = if call.account == unchanged {
+                "hunter2"
+            } else {
+                "new-secret"
+            };
+            assert_eq!(call.password, expected, "{}", call.account);
+        }
+        for account in &after {
+            assert!(
+                calls
+                    .iter()
+                    .any(|c| c.account == account.name && c.started >= at_reload),
+                "{} probed after the reload",
+                account.name
+            );
+        }
+        assert_eq!(
+            run.prober.observed.lock().unwrap().max_per_server["mail.example.com"],
+            1
+        );
+        // Nothing is recorded for the dropped probe: one record per completed probe.
+        let (ledger, prober) = (Arc::clone(&run.ledger), Arc::clone(&run.prober));
+        run.stop().await;
+        let completed = prober
+            .calls()
+            .iter()
+            .filter(|c| c.ended.is_some_and(|(_, completed)| completed))
+            .count();
+        assert_eq!(ledger.records.lock().unwrap().len(), completed);
+        assert!(
+            ledger
+                .records
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|(name, _)| *name != removed)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_raised_server_limit_lets_waiting_probes_start_at_once() {
+        let names = due_by_the_window("box", 7);
+        let run = Running::start(
+            config(names.clone(), 64, 1),
+            ScriptedProber::new(Duration::from_secs(30)),
+            Plan::default(),
+        );
+        let reload = STARTUP_WINDOW + SECOND;
+        run.run_until(reload).await;
+        assert_eq!(run.prober.in_flight(), 1);
+        run.config.send(Arc::new(config(names, 64, 3))).unwrap();
+        run.run_until(reload + SECOND).await;
+        let calls = run.prober.calls();
+        let at_reload = calls
+            .iter()
+            .filter(|c| c.started == run.t0 + reload)
+            .count();
+        assert_eq!(at_reload, 2, "two waiting probes start with the reload");
+        assert_eq!(run.prober.in_flight(), 3);
+        run.run_until(Duration::from_secs(400)).await;
+        assert_eq!(
+            run.prober.observed.lock().unwrap().max_per_server["mail.example.com"],
+            3
+        );
+        run.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lowered_global_limit_holds_waiting_probes_until_enough_have_finished() {
+        let interval = Duration::from_secs(60);
+        // Every account on its own server: only the global limit applies.
+        let names: Vec<Account> = (0..10)
+            .map(|i| {
+                account(
+                    &format!("box-{i}"),
+                    &format!("mail{i}.example.com"),
+                    interval,
+                )
+            })
+            .collect();
+        let run = Running::start(
+            config(names.clone(), 4, 64),
+            ScriptedProber::new(Duration::from_secs(30)),
+            Plan::default(),
+        );
+        let reload = STARTUP_WINDOW + SECOND;
+        run.run_until(reload).await;
+        assert_eq!(run.prober.in_flight(), 4);
+        run.config.send(Arc::new(config(names, 1, 64))).unwrap();
+        run.run_until(Duration::from_secs(400)).await;
+
+        let at_reload = run.t0 + reload;
+        let calls = run.prober.calls();
+        let last_old_end = calls
+            .iter()
+            .filter(|c| c.started < at_reload)
+            .filter_map(|c| c.ended.map(|(at, _)| at))
+            .max()
+            .unwrap();
+        let later: Vec<&Call> = calls.iter().filter(|c| c.started >= at_reload).collect();
+        assert!(later.len() > 5, "{}", later.len());
+        assert_eq!(
+            later.iter().map(|c| c.started).min(),
+            Some(last_old_end),
+            "the first probe after the reload waits for the four in flight"
+        );
+        assert!(later.iter().all(|c| c.in_flight == 1), "{later:?}");
         run.stop().await;
     }
 

@@ -146,6 +146,9 @@ pub trait Backend: Send + Sync + 'static {
     fn account_page(&self, name: &str) -> Option<String>;
     /// True once the first configuration is applied, until shutdown starts.
     fn is_ready(&self) -> bool;
+    /// Whether `POST /-/reload` may reload (`--web.enable-lifecycle`); when not, it answers
+    /// 403 and [`Backend::reload`] is never called.
+    fn lifecycle_enabled(&self) -> bool;
     /// Loads the configuration file again: `Ok` with a one-line summary, or every error.
     fn reload(&self) -> impl Future<Output = Result<String, ConfigErrors>> + Send;
 }
@@ -486,6 +489,11 @@ impl<B: Backend> Routes<B> {
                     text(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n")
                 }
             }
+            "/-/reload" if method == Method::POST && !self.backend.lifecycle_enabled() => text(
+                StatusCode::FORBIDDEN,
+                "Lifecycle API is not enabled: start the exporter with --web.enable-lifecycle \
+                 to reload over HTTP, or send it SIGHUP.\n",
+            ),
             "/-/reload" if method == Method::POST => match self.backend.reload().await {
                 Ok(summary) => text(StatusCode::OK, format!("{summary}\n")),
                 Err(errors) => {

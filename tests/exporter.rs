@@ -47,6 +47,8 @@ impl Setup {
             listen_address: "127.0.0.1:0".parse().unwrap(),
             web_config_file: None,
             shard: None,
+            // The tests reload over HTTP as well as through the handle.
+            enable_lifecycle: true,
         })
         .await
         .expect("the exporter starts")

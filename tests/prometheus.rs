@@ -133,6 +133,7 @@ async fn dashboards_and_rules_work_against_real_prometheus() {
         listen_address: "127.0.0.1:0".parse().unwrap(),
         web_config_file: None,
         shard: None,
+        enable_lifecycle: false,
     })
     .await
     .expect("the exporter starts");

@@ -1,7 +1,7 @@
 //! The service lifecycle with a fake exporter state and a fake prober: start, readiness,
 //! reloads (good, bad, concurrent), shutdown.
 
-use std::sync::Mutex as StdMutex;
+use std::sync::{Condvar, Mutex as StdMutex};
 use std::time::Duration;
 
 use super::*;
@@ -11,10 +11,9 @@ use crate::web::tests::{get, request};
 struct FakeExporter {
     /// Account names of every applied config.
     applied: StdMutex<Vec<Vec<String>>>,
-    /// Every `config_reload(ok, _)`.
+    /// Every `config_reload(ok, _)`: one per load of the file.
     reloads: StdMutex<Vec<bool>>,
-    applying: AtomicBool,
-    overlapped: AtomicBool,
+    gate: Gate,
 }
 
 impl FakeExporter {
@@ -28,16 +27,71 @@ impl FakeExporter {
     }
 }
 
+/// Holds an `apply_config` on request and sees whether two ever run at once.
+#[derive(Default)]
+struct Gate {
+    state: StdMutex<GateState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    /// The next `apply_config` is held until released (or until another one overlaps it).
+    armed: bool,
+    holding: bool,
+    open: bool,
+    applying: usize,
+    overlapped: bool,
+}
+
+impl Gate {
+    fn hold_next(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.armed = true;
+        state.open = false;
+    }
+
+    fn release(&self) {
+        self.state.lock().unwrap().open = true;
+        self.changed.notify_all();
+    }
+
+    fn holding(&self) -> bool {
+        self.state.lock().unwrap().holding
+    }
+
+    fn overlapped(&self) -> bool {
+        self.state.lock().unwrap().overlapped
+    }
+
+    /// Runs `apply` as one `apply_config`, held if armed.
+    fn pass(&self, apply: impl FnOnce()) {
+        let mut state = self.state.lock().unwrap();
+        state.applying += 1;
+        if state.applying > 1 {
+            state.overlapped = true;
+            self.changed.notify_all();
+        }
+        if std::mem::take(&mut state.armed) {
+            state.holding = true;
+            // Blocks this runtime worker, as a slow apply would; the tests run several.
+            while !state.open && !state.overlapped {
+                state = self.changed.wait(state).unwrap();
+            }
+            state.holding = false;
+        }
+        drop(state);
+        apply();
+        self.state.lock().unwrap().applying -= 1;
+    }
+}
+
 impl Exporter for FakeExporter {
     fn apply_config(&self, config: &Config) {
-        if self.applying.swap(true, Ordering::SeqCst) {
-            self.overlapped.store(true, Ordering::SeqCst);
-        }
-        // Long enough for a concurrent reload to overlap if nothing serialized them.
-        std::thread::sleep(Duration::from_millis(10));
-        let names = config.accounts().map(|a| a.name.clone()).collect();
-        self.applied.lock().unwrap().push(names);
-        self.applying.store(false, Ordering::SeqCst);
+        self.gate.pass(|| {
+            let names = config.accounts().map(|a| a.name.clone()).collect();
+            self.applied.lock().unwrap().push(names);
+        });
     }
 
     fn config_reload(&self, ok: bool, _at: SystemTime) {
@@ -70,11 +124,13 @@ impl Probing for FakeProbing {
     async fn run(
         self,
         mut config: watch::Receiver<Arc<Config>>,
+        applied: watch::Sender<Arc<Config>>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         loop {
-            let count = config.borrow_and_update().account_count();
-            self.seen.lock().unwrap().push(count);
+            let current = Arc::clone(&config.borrow_and_update());
+            self.seen.lock().unwrap().push(current.account_count());
+            applied.send_replace(current);
             tokio::select! {
                 changed = config.changed() => if changed.is_err() { break },
                 _ = shutdown.wait_for(|stop| *stop) => break,
@@ -114,6 +170,7 @@ fn fixture(text: &str) -> Fixture {
             listen_address: "127.0.0.1:0".parse().unwrap(),
             web_config_file: None,
             shard: None,
+            enable_lifecycle: true,
         },
         path,
         _dir: dir,
@@ -234,21 +291,141 @@ async fn reload_applies_a_good_config_and_keeps_the_old_one_on_errors() {
 }
 
 #[tokio::test]
+async fn a_reload_answers_once_probing_runs_the_new_config() {
+    let f = fixture(&config_text(&["a"]));
+    let running = start_fixture(&f).await;
+    for names in [&["a", "b"][..], &["c"], &["c", "d", "e"]] {
+        std::fs::write(&f.path, config_text(names)).unwrap();
+        assert_eq!(running.reload().await.unwrap(), names.len());
+        // On this single-threaded runtime the prober has run only if the reload waited for it.
+        assert_eq!(f.probing.seen.lock().unwrap().last(), Some(&names.len()));
+    }
+    running.shutdown().await;
+}
+
+/// Polling gives up after this long: a condition not met by then is a failure.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+async fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reloads_never_interleave() {
+    const N: usize = 8;
     let f = fixture(&config_text(&["a"]));
     let running = start_fixture(&f).await;
     let handle = running.reload_handle();
-    let reloads: Vec<_> = (0..4)
-        .map(|_| {
-            let handle = handle.clone();
-            tokio::spawn(async move { handle.reload().await })
-        })
-        .collect();
-    for reload in reloads {
+    let reload = || {
+        let handle = handle.clone();
+        tokio::spawn(async move { handle.reload().await })
+    };
+    f.exporter.gate.hold_next();
+    let first = reload();
+    until("the first reload applies its config", || {
+        f.exporter.gate.holding()
+    })
+    .await;
+    let others: Vec<_> = (1..N).map(|_| reload()).collect();
+    // The first is held until the others wait for it, or until one of them applies a config
+    // while the first still does.
+    until("the other reloads wait for the first", || {
+        handle.0.queued.load(Ordering::SeqCst) == N - 1 || f.exporter.gate.overlapped()
+    })
+    .await;
+    f.exporter.gate.release();
+    assert_eq!(first.await.unwrap().unwrap(), 1);
+    for reload in others {
         assert_eq!(reload.await.unwrap().unwrap(), 1);
     }
-    assert!(!f.exporter.overlapped.load(Ordering::SeqCst));
-    assert_eq!(f.exporter.applied.lock().unwrap().len(), 5);
+    assert!(!f.exporter.gate.overlapped(), "two reloads applied at once");
+    // The start, the first reload, and one for all the others.
+    assert_eq!(f.exporter.applied.lock().unwrap().len(), 3);
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_of_reload_requests_costs_at_most_two_loads() {
+    const N: usize = 50;
+    let f = fixture(&config_text(&["a"]));
+    let running = start_fixture(&f).await;
+    let addr = running.addr;
+    let post = || {
+        tokio::spawn(
+            async move { request(addr, "POST", "/-/reload", &[("Content-Length", "0")]).await },
+        )
+    };
+    f.exporter.gate.hold_next();
+    let first = post();
+    until("the first reload applies its config", || {
+        f.exporter.gate.holding()
+    })
+    .await;
+    std::fs::write(&f.path, config_text(&["a", "b"])).unwrap();
+    let flood: Vec<_> = (1..N).map(|_| post()).collect();
+    let reloads = running.reload_handle();
+    until("the flood waits for the first reload", || {
+        reloads.0.queued.load(Ordering::SeqCst) == N - 1
+    })
+    .await;
+    f.exporter.gate.release();
+    let first = first.await.unwrap();
+    assert_eq!(
+        (first.status, first.text().as_str()),
+        (200, "config reloaded: 1 accounts\n")
+    );
+    for reply in flood {
+        let reply = reply.await.unwrap();
+        // Each answer comes from a load that started after the request: the new file.
+        assert_eq!(
+            (reply.status, reply.text().as_str()),
+            (200, "config reloaded: 2 accounts\n")
+        );
+    }
+    // The start, the first request's load, and one load for the other 49.
+    assert_eq!(*f.exporter.reloads.lock().unwrap(), [true, true, true]);
+    assert_eq!(f.exporter.current(), ["a", "b"]);
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn without_the_lifecycle_flag_post_reload_is_forbidden_and_sighup_still_reloads() {
+    let mut f = fixture(&config_text(&["a"]));
+    f.options.enable_lifecycle = false;
+    let running = start_fixture(&f).await;
+    std::fs::write(&f.path, config_text(&["a", "b"])).unwrap();
+
+    let reply = request(
+        running.addr,
+        "POST",
+        "/-/reload",
+        &[("Content-Length", "0")],
+    )
+    .await;
+    assert_eq!(reply.status, 403);
+    assert!(
+        reply.text().contains("--web.enable-lifecycle"),
+        "{}",
+        reply.text()
+    );
+    assert_eq!(get(running.addr, "/-/reload").await.status, 405);
+    assert_eq!(
+        *f.exporter.reloads.lock().unwrap(),
+        [true],
+        "nothing loaded"
+    );
+    assert_eq!(f.exporter.current(), ["a"]);
+
+    // What SIGHUP calls.
+    assert_eq!(running.reload().await.unwrap(), 2);
+    assert_eq!(f.exporter.current(), ["a", "b"]);
     running.shutdown().await;
 }
 

@@ -40,6 +40,10 @@ impl Backend for Fake {
         self.ready.load(Ordering::SeqCst)
     }
 
+    fn lifecycle_enabled(&self) -> bool {
+        true
+    }
+
     async fn reload(&self) -> Result<String, ConfigErrors> {
         self.reloads.fetch_add(1, Ordering::SeqCst);
         if let Some(delay) = self.reload_delay {
