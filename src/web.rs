@@ -16,7 +16,6 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
 use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;
@@ -35,6 +34,11 @@ use tokio::sync::Semaphore;
 use tokio_native_tls::TlsAcceptor;
 
 use crate::config::ConfigErrors;
+
+mod auth;
+
+use auth::BasicAuth;
+pub use auth::{DEFAULT_HASH_COST, HashError, MAX_PASSWORD_BYTES, hash_password};
 
 /// The port registered for this exporter.
 pub const DEFAULT_PORT: u16 = 9110;
@@ -167,7 +171,7 @@ impl fmt::Debug for WebConfig {
                 &self
                     .auth
                     .as_ref()
-                    .map(|a| a.users.keys().collect::<Vec<_>>()),
+                    .map(|a| a.user_names().collect::<Vec<_>>()),
             )
             .field("tls", &self.tls.is_some())
             .finish()
@@ -259,57 +263,6 @@ fn tls_acceptor(raw: RawTls, base_dir: &Path) -> Result<TlsAcceptor, String> {
     let acceptor = native_tls::TlsAcceptor::new(identity)
         .map_err(|e| format!("cannot build the TLS server: {e}"))?;
     Ok(TlsAcceptor::from(acceptor))
-}
-
-/// Users and their bcrypt hashes.
-struct BasicAuth {
-    users: BTreeMap<String, String>,
-    /// Checked for unknown users, so that a wrong name costs as long as a wrong password and
-    /// response times do not reveal which users exist.
-    decoy: String,
-}
-
-impl BasicAuth {
-    fn new(users: BTreeMap<String, String>) -> Result<BasicAuth, String> {
-        let mut cost = None;
-        for (user, hash) in &users {
-            let parts = bcrypt::HashParts::from_str(hash)
-                .map_err(|_| format!("basic_auth_users: {user:?}: not a bcrypt hash"))?;
-            cost.get_or_insert(parts.get_cost());
-        }
-        let cost = cost.unwrap_or(bcrypt::DEFAULT_COST);
-        let decoy = bcrypt::hash("decoy", cost).map_err(|e| format!("bcrypt: {e}"))?;
-        Ok(BasicAuth { users, decoy })
-    }
-
-    /// Checks an `Authorization` header value; bcrypt is slow on purpose, so this blocks.
-    fn allows(&self, authorization: Option<&[u8]>) -> bool {
-        let Some((user, password)) = authorization.and_then(parse_basic) else {
-            return false;
-        };
-        match self.users.get(&user) {
-            Some(hash) => bcrypt::verify(password.as_bytes(), hash).unwrap_or(false),
-            None => {
-                let _ = bcrypt::verify(password.as_bytes(), &self.decoy);
-                false
-            }
-        }
-    }
-}
-
-/// `Basic base64(user:password)` into its two parts.
-fn parse_basic(value: &[u8]) -> Option<(String, String)> {
-    let value = std::str::from_utf8(value).ok()?.trim();
-    let (scheme, encoded) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
-    let decoded = String::from_utf8(decoded).ok()?;
-    let (user, password) = decoded.split_once(':')?;
-    Some((user.to_string(), password.to_string()))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -413,15 +366,8 @@ impl<B: Backend> Routes<B> {
         // The body is never read: no route takes input, and an unread body costs nothing.
         let (parts, _body) = request.into_parts();
         if let Some(auth) = &self.auth {
-            let header = parts
-                .headers
-                .get(header::AUTHORIZATION)
-                .map(|v| v.as_bytes().to_vec());
-            let auth = Arc::clone(auth);
-            let allowed = tokio::task::spawn_blocking(move || auth.allows(header.as_deref()))
-                .await
-                .unwrap_or(false);
-            if !allowed {
+            let header = parts.headers.get(header::AUTHORIZATION);
+            if !auth.allows(header.map(HeaderValue::as_bytes)).await {
                 let mut response = text(StatusCode::UNAUTHORIZED, "Unauthorized\n");
                 response.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
