@@ -30,15 +30,16 @@ use hyper_util::server::graceful::GracefulShutdown;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_native_tls::TlsAcceptor;
 
 use crate::config::ConfigErrors;
 
 mod auth;
+mod connections;
 
 use auth::BasicAuth;
 pub use auth::{DEFAULT_HASH_COST, HashError, MAX_PASSWORD_BYTES, hash_password};
+use connections::{Admitted, Connections};
 
 /// The port registered for this exporter.
 pub const DEFAULT_PORT: u16 = 9110;
@@ -48,12 +49,16 @@ const HTML_CONTENT_TYPE: &str = "text/html; charset=utf-8";
 const TEXT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
 
 /// Open connections at once: far more than any set of scrapers and browsers needs, few enough
-/// that a flood of idle sockets cannot exhaust file descriptors.
+/// that a flood of sockets cannot exhaust file descriptors. At the cap a new connection closes
+/// the quietest one, so idle sockets cannot keep a scraper out.
 const MAX_CONNECTIONS: usize = 512;
-/// A client must send its request headers within this, so idle sockets do not pile up.
+/// A client must send each request's headers within this, counted from the connection's start
+/// or the end of its previous response: it bounds slow senders and idle keep-alive alike.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// A TLS handshake slower than this is a stuck or hostile client.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client that takes no bytes of its response for this long has stopped reading.
+const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Request line plus headers; our routes need a few hundred bytes (hyper's minimum is 8 KiB).
 const MAX_REQUEST_HEAD: usize = 16 * 1024;
 const MAX_HEADERS: usize = 64;
@@ -268,6 +273,24 @@ fn tls_acceptor(raw: RawTls, base_dir: &Path) -> Result<TlsAcceptor, String> {
 // ---------------------------------------------------------------------------------------------
 // Serving.
 
+/// What one connection may take: time limits on the client's side of the exchange.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) header_read_timeout: Duration,
+    pub(crate) tls_handshake_timeout: Duration,
+    pub(crate) write_stall_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            tls_handshake_timeout: TLS_HANDSHAKE_TIMEOUT,
+            write_stall_timeout: WRITE_STALL_TIMEOUT,
+        }
+    }
+}
+
 /// Serves `backend` on `listener` until `shutdown` completes, then stops accepting and gives
 /// in-flight requests [`DRAIN_TIMEOUT`] to finish.
 pub async fn serve<B: Backend>(
@@ -276,21 +299,33 @@ pub async fn serve<B: Backend>(
     backend: Arc<B>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let connections = Connections::new(MAX_CONNECTIONS);
+    serve_with(
+        listener,
+        web,
+        backend,
+        Limits::default(),
+        connections,
+        shutdown,
+    )
+    .await
+}
+
+pub(crate) async fn serve_with<B: Backend>(
+    listener: TcpListener,
+    web: WebConfig,
+    backend: Arc<B>,
+    limits: Limits,
+    connections: Arc<Connections>,
+    shutdown: impl Future<Output = ()>,
+) {
     let graceful = GracefulShutdown::new();
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let routes = Arc::new(Routes {
         backend,
         auth: web.auth,
     });
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            permit = Arc::clone(&limit).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
         let stream = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -303,22 +338,31 @@ pub async fn serve<B: Backend>(
                 }
             },
         };
+        let admitted = Arc::new(connections.admit());
         let watcher = graceful.watcher();
         let routes = Arc::clone(&routes);
         let tls = web.tls.clone();
         tokio::spawn(async move {
-            let _permit = permit;
             let _ = stream.set_nodelay(true);
-            match tls {
-                None => serve_connection(stream, routes, watcher).await,
-                Some(acceptor) => {
-                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
-                    {
-                        Ok(Ok(stream)) => serve_connection(stream, routes, watcher).await,
-                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!("TLS handshake timed out"),
+            let stream = admitted.track(stream, limits.write_stall_timeout);
+            let serve = async {
+                match tls {
+                    None => serve_connection(stream, routes, &admitted, limits, watcher).await,
+                    Some(acceptor) => {
+                        let handshake = acceptor.accept(stream);
+                        match tokio::time::timeout(limits.tls_handshake_timeout, handshake).await {
+                            Ok(Ok(stream)) => {
+                                serve_connection(stream, routes, &admitted, limits, watcher).await
+                            }
+                            Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                            Err(_) => tracing::debug!("TLS handshake timed out"),
+                        }
                     }
                 }
+            };
+            tokio::select! {
+                _ = admitted.evicted() => {}
+                _ = serve => {}
             }
         });
     }
@@ -334,18 +378,26 @@ pub async fn serve<B: Backend>(
 async fn serve_connection<S, B>(
     stream: S,
     routes: Arc<Routes<B>>,
+    admitted: &Arc<Admitted>,
+    limits: Limits,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     B: Backend,
 {
+    let admitted = Arc::clone(admitted);
     let service = service_fn(move |request| {
         let routes = Arc::clone(&routes);
-        async move { Ok::<_, Infallible>(routes.respond(request).await) }
+        let serving = admitted.serving();
+        async move {
+            let response = routes.respond(request).await;
+            drop(serving);
+            Ok::<_, Infallible>(response)
+        }
     });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(MAX_REQUEST_HEAD)
         .max_headers(MAX_HEADERS)
         .serve_connection(TokioIo::new(stream), service);
