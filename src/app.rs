@@ -17,7 +17,7 @@ use std::time::SystemTime;
 use tokio::sync::{Mutex, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, ConfigErrors};
+use crate::config::{Config, ConfigError, ConfigErrors};
 use crate::metrics::Metrics;
 use crate::page::{self, PageInfo};
 use crate::schedule::{self, NetworkProber, Scheduler, Shard};
@@ -163,11 +163,15 @@ pub async fn start_with<E: Exporter, P: Probing>(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let scheduler = tokio::spawn(probing.run(config_rx, shutdown_rx.clone()));
 
+    let scheme = if web_config.is_tls() { "https" } else { "http" };
+    let (web_config_tx, web_config_rx) = watch::channel(web_config);
     let reloader = ReloadHandle(Arc::new(Reloader {
         path: options.config_file.clone(),
         shard: options.shard,
+        web_config_file: options.web_config_file.clone(),
         exporter: Arc::clone(&exporter),
         config: config_tx,
+        web_config: web_config_tx,
         serial: Mutex::new(()),
     }));
     let ready = Arc::new(AtomicBool::new(false));
@@ -176,9 +180,8 @@ pub async fn start_with<E: Exporter, P: Probing>(
         reloader: reloader.clone(),
         ready: Arc::clone(&ready),
     });
-    let scheme = if web_config.is_tls() { "https" } else { "http" };
     let mut web_shutdown = shutdown_rx;
-    let web = tokio::spawn(web::serve(listener, web_config, site, async move {
+    let web = tokio::spawn(web::serve(listener, web_config_rx, site, async move {
         let _ = web_shutdown.wait_for(|stop| *stop).await;
     }));
     tracing::info!(address = %addr, "listening on {addr} ({scheme})");
@@ -255,8 +258,11 @@ trait Reload: Send + Sync + 'static {
 struct Reloader<E> {
     path: PathBuf,
     shard: Option<Shard>,
+    web_config_file: Option<PathBuf>,
     exporter: Arc<E>,
     config: watch::Sender<Arc<Config>>,
+    /// Read by the web side for each new connection.
+    web_config: watch::Sender<WebConfig>,
     serial: Mutex<()>,
 }
 
@@ -265,13 +271,20 @@ impl<E: Exporter> Reload for Reloader<E> {
         Box::pin(async move {
             let _serial = self.serial.lock().await;
             let (path, shard) = (self.path.clone(), self.shard);
-            // Reading password files is blocking I/O.
-            let loaded = tokio::task::spawn_blocking(move || load_config(&path, shard))
-                .await
-                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            let web_path = self.web_config_file.clone();
+            // Reading password files and certificates is blocking I/O.
+            let loaded = tokio::task::spawn_blocking(move || {
+                let web = web_path.map(|p| WebConfig::load(&p));
+                with_web_config(load_config(&path, shard), web)
+            })
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
             let now = SystemTime::now();
             match loaded {
-                Ok(config) => {
+                Ok((config, web_config)) => {
+                    if let Some(web_config) = web_config {
+                        self.web_config.send_replace(web_config);
+                    }
                     let accounts = config.account_count();
                     // CA files named by the config may have been renewed: read them again.
                     crate::tls::forget_connectors();
@@ -299,6 +312,28 @@ impl<E: Exporter> Reload for Reloader<E> {
                 }
             }
         })
+    }
+}
+
+/// A reload takes both files or neither: a bad web config file keeps the previous config and
+/// web config in force, and is reported with the config's own errors.
+fn with_web_config(
+    config: Result<Config, ConfigErrors>,
+    web: Option<Result<WebConfig, WebConfigError>>,
+) -> Result<(Config, Option<WebConfig>), ConfigErrors> {
+    let as_error = |e: WebConfigError| ConfigError {
+        location: String::new(),
+        field: String::new(),
+        message: e.to_string(),
+    };
+    match (config, web.transpose()) {
+        (Ok(config), Ok(web)) => Ok((config, web)),
+        (Ok(_), Err(e)) => Err(as_error(e).into()),
+        (Err(mut errors), Err(e)) => {
+            errors.push(as_error(e));
+            Err(errors)
+        }
+        (Err(errors), Ok(_)) => Err(errors),
     }
 }
 

@@ -6,12 +6,10 @@
 //! anywhere. What a request may cost is bounded: headers are size- and time-limited, bodies are
 //! never read, and the number of open connections is capped.
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fmt;
 use std::io::{self, Write as _};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,24 +19,27 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio_native_tls::TlsAcceptor;
+use tokio::sync::watch;
 
 use crate::config::ConfigErrors;
 
 mod auth;
+mod config;
 mod connections;
+mod tls;
 
 use auth::BasicAuth;
 pub use auth::{DEFAULT_HASH_COST, HashError, MAX_PASSWORD_BYTES, hash_password};
+use config::RateLimit;
+pub use config::{WebConfig, WebConfigError};
 use connections::{Admitted, Connections};
 
 /// The port registered for this exporter.
@@ -158,119 +159,6 @@ pub trait Backend: Send + Sync + 'static {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The web config file.
-
-/// The `--web.config.file`: basic auth users and TLS. Empty means open HTTP.
-#[derive(Default, Clone)]
-pub struct WebConfig {
-    auth: Option<Arc<BasicAuth>>,
-    tls: Option<TlsAcceptor>,
-}
-
-impl fmt::Debug for WebConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // User names only: hashes are secrets too (they can be attacked offline).
-        f.debug_struct("WebConfig")
-            .field(
-                "basic_auth_users",
-                &self
-                    .auth
-                    .as_ref()
-                    .map(|a| a.user_names().collect::<Vec<_>>()),
-            )
-            .field("tls", &self.tls.is_some())
-            .finish()
-    }
-}
-
-/// Why a web config file was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum WebConfigError {
-    #[error("cannot read web config {path:?}: {source}")]
-    Read { path: PathBuf, source: io::Error },
-    #[error("web config {path:?}: {message}")]
-    Invalid { path: PathBuf, message: String },
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawWebConfig {
-    #[serde(default)]
-    tls_server_config: Option<RawTls>,
-    #[serde(default)]
-    basic_auth_users: Option<BTreeMap<String, String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTls {
-    cert_file: Option<PathBuf>,
-    key_file: Option<PathBuf>,
-}
-
-impl WebConfig {
-    /// Reads `path`; relative certificate paths are resolved against its directory.
-    pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| WebConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let base_dir = path.parent().unwrap_or(Path::new(""));
-        WebConfig::parse(&text, base_dir).map_err(|message| WebConfigError::Invalid {
-            path: path.to_path_buf(),
-            message,
-        })
-    }
-
-    /// Parses the YAML `text`, reading certificate files relative to `base_dir`.
-    pub fn parse(text: &str, base_dir: &Path) -> Result<WebConfig, String> {
-        let tree: serde_json::Value = config::Config::builder()
-            .add_source(config::File::from_str(text, config::FileFormat::Yaml))
-            .build()
-            .and_then(|c| c.try_deserialize())
-            .map_err(|e| format!("cannot parse: {e}"))?;
-        let raw: RawWebConfig = serde_json::from_value(tree).map_err(|e| {
-            format!("{e} (supported: basic_auth_users, tls_server_config.cert_file/key_file)")
-        })?;
-        let auth = match raw.basic_auth_users {
-            Some(users) if !users.is_empty() => Some(Arc::new(BasicAuth::new(users)?)),
-            _ => None,
-        };
-        let tls = match raw.tls_server_config {
-            None => None,
-            Some(tls) => Some(tls_acceptor(tls, base_dir)?),
-        };
-        Ok(WebConfig { auth, tls })
-    }
-
-    /// True when the web side serves HTTPS.
-    pub fn is_tls(&self) -> bool {
-        self.tls.is_some()
-    }
-}
-
-fn tls_acceptor(raw: RawTls, base_dir: &Path) -> Result<TlsAcceptor, String> {
-    let (Some(cert_file), Some(key_file)) = (raw.cert_file, raw.key_file) else {
-        return Err("tls_server_config needs both cert_file and key_file".into());
-    };
-    let read = |file: &Path| {
-        let path = base_dir.join(file);
-        std::fs::read(&path).map_err(|e| format!("cannot read {path:?}: {e}"))
-    };
-    let cert = read(&cert_file)?;
-    let key = read(&key_file)?;
-    let identity = native_tls::Identity::from_pkcs8(&cert, &key).map_err(|e| {
-        format!(
-            "cannot use cert_file {cert_file:?} with key_file {key_file:?}: {e} (the key must be \
-             PKCS#8 PEM, \"BEGIN PRIVATE KEY\"; convert with `openssl pkcs8 -topk8 -nocrypt`)"
-        )
-    })?;
-    let acceptor = native_tls::TlsAcceptor::new(identity)
-        .map_err(|e| format!("cannot build the TLS server: {e}"))?;
-    Ok(TlsAcceptor::from(acceptor))
-}
-
-// ---------------------------------------------------------------------------------------------
 // Serving.
 
 /// What one connection may take: time limits on the client's side of the exchange.
@@ -292,10 +180,11 @@ impl Default for Limits {
 }
 
 /// Serves `backend` on `listener` until `shutdown` completes, then stops accepting and gives
-/// in-flight requests [`DRAIN_TIMEOUT`] to finish.
+/// in-flight requests [`DRAIN_TIMEOUT`] to finish. Each connection is served with the web
+/// config current when it was accepted: a reload takes effect for new connections.
 pub async fn serve<B: Backend>(
     listener: TcpListener,
-    web: WebConfig,
+    web: watch::Receiver<WebConfig>,
     backend: Arc<B>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -313,17 +202,13 @@ pub async fn serve<B: Backend>(
 
 pub(crate) async fn serve_with<B: Backend>(
     listener: TcpListener,
-    web: WebConfig,
+    web: watch::Receiver<WebConfig>,
     backend: Arc<B>,
     limits: Limits,
     connections: Arc<Connections>,
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
-    let routes = Arc::new(Routes {
-        backend,
-        auth: web.auth,
-    });
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -340,8 +225,14 @@ pub(crate) async fn serve_with<B: Backend>(
         };
         let admitted = Arc::new(connections.admit());
         let watcher = graceful.watcher();
-        let routes = Arc::clone(&routes);
+        let web = web.borrow().clone();
         let tls = web.tls.clone();
+        let routes = Arc::new(Routes {
+            backend: Arc::clone(&backend),
+            auth: web.auth,
+            headers: web.headers,
+            rate_limit: web.rate_limit,
+        });
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
             let stream = admitted.track(stream, limits.write_stall_timeout);
@@ -411,12 +302,26 @@ type Body = Full<Bytes>;
 struct Routes<B> {
     backend: Arc<B>,
     auth: Option<Arc<BasicAuth>>,
+    /// `http_server_config.headers`, added to every response.
+    headers: Arc<Vec<(HeaderName, HeaderValue)>>,
+    rate_limit: Option<Arc<RateLimit>>,
 }
 
 impl<B: Backend> Routes<B> {
     async fn respond(&self, request: Request<Incoming>) -> Response<Body> {
+        let mut response = self.answer(request).await;
+        for (name, value) in self.headers.iter() {
+            response.headers_mut().insert(name.clone(), value.clone());
+        }
+        response
+    }
+
+    async fn answer(&self, request: Request<Incoming>) -> Response<Body> {
         // The body is never read: no route takes input, and an unread body costs nothing.
         let (parts, _body) = request.into_parts();
+        if self.rate_limit.as_ref().is_some_and(|limit| !limit.allow()) {
+            return text(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests\n");
+        }
         if let Some(auth) = &self.auth {
             let header = parts.headers.get(header::AUTHORIZATION);
             if !auth.allows(header.map(HeaderValue::as_bytes)).await {

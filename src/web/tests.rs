@@ -1,6 +1,7 @@
 //! The web side over real sockets on `127.0.0.1:0`, with a fake backend.
 
 use std::io::Read as _;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,7 +18,7 @@ use crate::config::{Config, Format};
 const METRIC_LINE: &str = "mailbox_auth_success{group=\"support\",account=\"support-inbox\"} 1\n";
 
 #[derive(Default)]
-struct Fake {
+pub(crate) struct Fake {
     ready: AtomicBool,
     reload_fails: AtomicBool,
     reloads: AtomicUsize,
@@ -61,13 +62,13 @@ impl Backend for Fake {
     }
 }
 
-struct Served {
-    addr: SocketAddr,
+pub(crate) struct Served {
+    pub(crate) addr: SocketAddr,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
 }
 
-async fn serve_fake(backend: Arc<Fake>, web: WebConfig) -> Served {
+pub(crate) async fn serve_fake(backend: Arc<Fake>, web: WebConfig) -> Served {
     serve_limited(
         backend,
         web,
@@ -86,6 +87,8 @@ async fn serve_limited(
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
+    // Reloads are the app's business; here the config stays as it is.
+    let (_, web) = watch::channel(web);
     let task = tokio::spawn(serve_with(
         listener,
         web,
@@ -120,7 +123,7 @@ impl Reply {
 }
 
 /// One request on its own connection, as raw HTTP/1.1.
-async fn request_on<S: AsyncRead + AsyncWrite + Unpin>(
+pub(crate) async fn request_on<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     method: &str,
     path: &str,
@@ -156,7 +159,7 @@ pub(crate) async fn get(addr: SocketAddr, path: &str) -> Reply {
     request(addr, "GET", path, &[]).await
 }
 
-fn parse_reply(raw: &[u8]) -> Reply {
+pub(crate) fn parse_reply(raw: &[u8]) -> Reply {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -342,7 +345,7 @@ async fn reload_reports_success_or_every_error() {
     assert_eq!(backend.reloads.load(Ordering::SeqCst), 2);
 }
 
-fn basic(user: &str, password: &str) -> String {
+pub(crate) fn basic(user: &str, password: &str) -> String {
     format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
@@ -467,12 +470,8 @@ fn web_config_errors_are_explained() {
     assert!(!e.contains("plaintext"));
     let e = WebConfig::parse("tls_server_config:\n  cert_file: c.pem\n", here).unwrap_err();
     assert_eq!(e, "tls_server_config needs both cert_file and key_file");
-    let e = WebConfig::parse(
-        "tls_server_config:\n  cert_file: c.pem\n  min_version: TLS13\n",
-        here,
-    )
-    .unwrap_err();
-    assert!(e.contains("min_version"), "{e}");
+    let e = WebConfig::parse("tls_server_config:\n  cert_flie: c.pem\n", here).unwrap_err();
+    assert!(e.contains("unknown field `cert_flie`"), "{e}");
     let e = WebConfig::parse(
         "tls_server_config:\n  cert_file: /nonexistent/c.pem\n  key_file: k.pem\n",
         here,
@@ -794,5 +793,54 @@ async fn a_client_that_stops_reading_is_closed() {
     assert!(
         received.len() < METRIC_LINE.len() * 500_000,
         "the whole response was sent"
+    );
+}
+
+#[tokio::test]
+async fn extra_headers_and_the_rate_limit_of_the_web_config() {
+    let web = WebConfig::parse(
+        "http_server_config:\n  http2: true\n  headers:\n    X-Frame-Options: deny\n    \
+         Content-Security-Policy: \"default-src 'self'\"\n    X-XSS-Protection: ''\n\
+         rate_limit:\n  interval: 1h\n  burst: 2\n",
+        Path::new(""),
+    )
+    .unwrap();
+    let served = serve_fake(Arc::new(Fake::default()), web).await;
+    for path in ["/metrics", "/nope"] {
+        let reply = get(served.addr, path).await;
+        assert_ne!(reply.status, 429, "{path}");
+        assert_eq!(reply.header("x-frame-options"), Some("deny"));
+        assert_eq!(
+            reply.header("content-security-policy"),
+            Some("default-src 'self'")
+        );
+        assert_eq!(reply.header("x-xss-protection"), None);
+    }
+    // Two tokens, one more every hour.
+    let limited = get(served.addr, "/metrics").await;
+    assert_eq!(limited.status, 429);
+    assert_eq!(limited.header("x-frame-options"), Some("deny"));
+
+    let here = Path::new("");
+    let e = WebConfig::parse("http_server_config:\n  headers:\n    Server: x\n", here).unwrap_err();
+    assert!(e.contains("header \"Server\" cannot be set"), "{e}");
+    let e = WebConfig::parse(
+        "http_server_config:\n  headers:\n    X-Frame-Options: allow\n",
+        here,
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("X-Frame-Options: expected one of deny, sameorigin"),
+        "{e}"
+    );
+    let e = WebConfig::parse("rate_limit:\n  interval: soon\n", here).unwrap_err();
+    assert!(e.contains("rate_limit: interval \"soon\""), "{e}");
+    let e = WebConfig::parse("http_server_config:\n  http3: true\n", here).unwrap_err();
+    assert!(e.contains("unknown field `http3`"), "{e}");
+    assert!(
+        WebConfig::parse("rate_limit:\n  interval: 0s\n", here)
+            .unwrap()
+            .rate_limit
+            .is_none()
     );
 }
