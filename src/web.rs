@@ -1,10 +1,14 @@
 //! The HTTP side: `/metrics`, the landing and account pages, `/-/healthy`, `/-/ready` and
-//! `POST /-/reload`, with the optional web config file (basic auth, TLS) in the format of the
-//! Prometheus exporter toolkit.
+//! `POST /-/reload`, with the optional web config file (TLS with client certificates, basic
+//! auth, headers, rate limit) in the format of the Prometheus exporter toolkit.
 //!
 //! Serving only reads state that probes wrote: no request ever makes the exporter log in
 //! anywhere. What a request may cost is bounded: headers are size- and time-limited, bodies are
-//! never read, and the number of open connections is capped.
+//! never read, a client must keep reading its response, and open connections are capped with
+//! the quietest closed first, so idle sockets cannot keep a scraper out.
+//!
+//! Layout: `config` (the web config file), `tls` (rustls from it), `auth` (basic auth),
+//! `connections` (the cap and the stream wrapper that notes activity).
 
 use std::convert::Infallible;
 use std::fmt;

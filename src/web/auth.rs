@@ -204,3 +204,6 @@ pub fn hash_password(password: &[u8], cost: u32) -> Result<String, HashError> {
     }
     bcrypt::hash(password, cost).map_err(|e| HashError::Bcrypt(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests;

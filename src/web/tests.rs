@@ -11,20 +11,23 @@ use tokio::task::JoinHandle;
 
 use base64::Engine as _;
 
-use super::auth::parse_basic;
 use super::*;
 use crate::config::{Config, Format};
 
-const METRIC_LINE: &str = "mailbox_auth_success{group=\"support\",account=\"support-inbox\"} 1\n";
+/// What a test waits for at most before calling the server stuck.
+pub(crate) const STUCK: Duration = Duration::from_secs(60);
+
+pub(crate) const METRIC_LINE: &str =
+    "mailbox_auth_success{group=\"support\",account=\"support-inbox\"} 1\n";
 
 #[derive(Default)]
 pub(crate) struct Fake {
-    ready: AtomicBool,
-    reload_fails: AtomicBool,
-    reloads: AtomicUsize,
-    reload_delay: Option<Duration>,
+    pub(crate) ready: AtomicBool,
+    pub(crate) reload_fails: AtomicBool,
+    pub(crate) reloads: AtomicUsize,
+    pub(crate) reload_delay: Option<Duration>,
     /// Metrics far larger than socket buffers, for clients that stop reading.
-    huge_metrics: bool,
+    pub(crate) huge_metrics: bool,
 }
 
 impl Backend for Fake {
@@ -78,7 +81,7 @@ pub(crate) async fn serve_fake(backend: Arc<Fake>, web: WebConfig) -> Served {
     .await
 }
 
-async fn serve_limited(
+pub(crate) async fn serve_limited(
     backend: Arc<Fake>,
     web: WebConfig,
     limits: Limits,
@@ -554,246 +557,6 @@ async fn shutdown_lets_in_flight_requests_finish() {
         .expect("the server stops once drained")
         .unwrap();
     assert!(TcpStream::connect(addr).await.is_err(), "still accepting");
-}
-
-#[test]
-fn basic_credentials_are_parsed() {
-    assert_eq!(
-        parse_basic(basic("a", "b:c").as_bytes()),
-        Some(("a".into(), "b:c".into()))
-    );
-    assert_eq!(parse_basic(b"basic   YTpi"), Some(("a".into(), "b".into())));
-    assert_eq!(parse_basic(b"Basic YWI="), None);
-    assert_eq!(parse_basic(b"Digest x"), None);
-}
-
-fn auth_config(users: &[(&str, &str)], cost: u32) -> WebConfig {
-    let mut text = String::from("basic_auth_users:\n");
-    for (user, password) in users {
-        let hash = bcrypt::hash(password, cost).unwrap();
-        text.push_str(&format!("  {user}: '{hash}'\n"));
-    }
-    WebConfig::parse(&text, Path::new("")).unwrap()
-}
-
-async fn status_with(addr: SocketAddr, authorization: &str) -> u16 {
-    request(addr, "GET", "/metrics", &[("Authorization", authorization)])
-        .await
-        .status
-}
-
-/// What a test waits for at most before calling the server stuck.
-const STUCK: Duration = Duration::from_secs(60);
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_remembered_password_does_not_wait_for_bcrypt() {
-    let web = auth_config(&[("alice", "s3cret")], 4);
-    let auth = Arc::clone(web.auth.as_ref().unwrap());
-    let served = serve_fake(Arc::new(Fake::default()), web).await;
-    let good = basic("alice", "s3cret");
-    assert_eq!(status_with(served.addr, &good).await, 200);
-    assert_eq!(status_with(served.addr, &good).await, 200);
-    assert_eq!(
-        auth.runs.load(Ordering::SeqCst),
-        1,
-        "checked once, then remembered"
-    );
-
-    // While a bcrypt check holds the turn (a flood of wrong passwords does), a remembered
-    // password is still let through, and a new guess waits its turn.
-    let turn = auth.turn.lock().await;
-    let addr = served.addr;
-    let guess = tokio::spawn(async move { status_with(addr, &basic("alice", "guess")).await });
-    let scrape = tokio::time::timeout(STUCK, status_with(served.addr, &good))
-        .await
-        .expect("a remembered password waits for no bcrypt check");
-    assert_eq!(scrape, 200);
-    assert_eq!(auth.runs.load(Ordering::SeqCst), 1);
-    drop(turn);
-    assert_eq!(guess.await.unwrap(), 401);
-    assert_eq!(auth.runs.load(Ordering::SeqCst), 2);
-    // Failures are not remembered: the same wrong password is checked again.
-    assert_eq!(
-        status_with(served.addr, &basic("alice", "guess")).await,
-        401
-    );
-    assert_eq!(auth.runs.load(Ordering::SeqCst), 3);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn one_bcrypt_check_at_a_time() {
-    let web = auth_config(&[("alice", "s3cret")], 8);
-    let auth = Arc::clone(web.auth.as_ref().unwrap());
-    let served = serve_fake(Arc::new(Fake::default()), web).await;
-    let addr = served.addr;
-    let guesses: Vec<_> = (0..12)
-        .map(|i| {
-            tokio::spawn(
-                async move { status_with(addr, &basic("alice", &format!("guess{i}"))).await },
-            )
-        })
-        .collect();
-    // The same right password from several clients at once is checked once.
-    let scrapes: Vec<_> = (0..4)
-        .map(|_| tokio::spawn(async move { status_with(addr, &basic("alice", "s3cret")).await }))
-        .collect();
-    for guess in guesses {
-        assert_eq!(guess.await.unwrap(), 401);
-    }
-    for scrape in scrapes {
-        assert_eq!(scrape.await.unwrap(), 200);
-    }
-    assert_eq!(auth.max_in_flight.load(Ordering::SeqCst), 1);
-    assert_eq!(auth.runs.load(Ordering::SeqCst), 12 + 1);
-}
-
-#[tokio::test]
-async fn passwords_past_72_bytes_are_refused_not_truncated() {
-    let long = "x".repeat(MAX_PASSWORD_BYTES + 1);
-    let longest = "y".repeat(MAX_PASSWORD_BYTES);
-    // A hash made by a tool that truncates: plain bcrypt accepts `long` against it.
-    assert!(bcrypt::verify(&long, &bcrypt::hash(&long, 4).unwrap()).unwrap());
-    let web = auth_config(&[("alice", &long), ("bob", &longest)], 4);
-    let served = serve_fake(Arc::new(Fake::default()), web).await;
-    assert_eq!(status_with(served.addr, &basic("alice", &long)).await, 401);
-    assert_eq!(status_with(served.addr, &basic("bob", &longest)).await, 200);
-
-    assert_eq!(hash_password(long.as_bytes(), 4), Err(HashError::TooLong));
-    assert_eq!(hash_password(b"", 4), Err(HashError::Empty));
-    assert_eq!(hash_password(b"\xff", 4), Err(HashError::NotUtf8));
-    let hash = hash_password(longest.as_bytes(), 4).unwrap();
-    assert!(bcrypt::verify(&longest, &hash).unwrap());
-    let e = HashError::TooLong.to_string();
-    assert!(e.contains("longer than 72 bytes"), "{e}");
-}
-
-/// Limits under which nothing times out while a test runs.
-fn patient() -> Limits {
-    Limits {
-        header_read_timeout: Duration::from_secs(3600),
-        tls_handshake_timeout: Duration::from_secs(3600),
-        write_stall_timeout: Duration::from_secs(3600),
-    }
-}
-
-/// Reads until the server closes the connection, returning what it sent.
-async fn until_closed(stream: &mut TcpStream) -> Vec<u8> {
-    let mut received = Vec::new();
-    let _ = tokio::time::timeout(STUCK, stream.read_to_end(&mut received))
-        .await
-        .expect("the server closes the connection");
-    received
-}
-
-#[tokio::test]
-async fn idle_connections_at_the_cap_cannot_keep_a_scrape_out() {
-    let cap = 4;
-    let connections = Connections::new(cap);
-    let served = serve_limited(
-        Arc::new(Fake::default()),
-        WebConfig::default(),
-        patient(),
-        Arc::clone(&connections),
-    )
-    .await;
-    // Twice the cap: silent sockets and ones stuck half-way through their headers.
-    let mut idle = Vec::new();
-    for i in 0..2 * cap {
-        let mut stream = TcpStream::connect(served.addr).await.unwrap();
-        if i % 2 == 1 {
-            stream
-                .write_all(b"GET /metrics HTTP/1.1\r\n")
-                .await
-                .unwrap();
-        }
-        idle.push(stream);
-    }
-    let scrape = tokio::time::timeout(STUCK, get(served.addr, "/metrics"))
-        .await
-        .expect("a scrape gets in past idle connections");
-    assert_eq!(scrape.status, 200);
-    // The oldest idle ones made room, and the table never held more than the cap.
-    assert!(until_closed(&mut idle[0]).await.is_empty());
-    assert!(until_closed(&mut idle[1]).await.is_empty());
-    assert!(connections.len() <= cap);
-}
-
-#[tokio::test]
-async fn silent_slow_and_idle_keep_alive_clients_are_closed() {
-    let limits = Limits {
-        header_read_timeout: Duration::from_millis(200),
-        ..patient()
-    };
-    let served = serve_limited(
-        Arc::new(Fake::default()),
-        WebConfig::default(),
-        limits,
-        Connections::new(MAX_CONNECTIONS),
-    )
-    .await;
-    let mut silent = TcpStream::connect(served.addr).await.unwrap();
-    let mut slow = TcpStream::connect(served.addr).await.unwrap();
-    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap();
-    // One full request on a keep-alive connection, then silence.
-    let mut kept = TcpStream::connect(served.addr).await.unwrap();
-    kept.write_all(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let answered = until_closed(&mut kept).await;
-    let reply = parse_reply(&answered);
-    assert_eq!((reply.status, reply.text().as_str()), (200, "OK\n"));
-    for stream in [&mut silent, &mut slow] {
-        let received = String::from_utf8_lossy(&until_closed(stream).await).into_owned();
-        assert!(!received.contains("200 OK"), "{received}");
-    }
-}
-
-#[tokio::test]
-async fn a_client_that_stops_reading_is_closed() {
-    let limits = Limits {
-        write_stall_timeout: Duration::from_millis(200),
-        ..patient()
-    };
-    let connections = Connections::new(MAX_CONNECTIONS);
-    let backend = Arc::new(Fake {
-        huge_metrics: true,
-        ..Fake::default()
-    });
-    let served = serve_limited(
-        backend,
-        WebConfig::default(),
-        limits,
-        Arc::clone(&connections),
-    )
-    .await;
-    let mut stream = TcpStream::connect(served.addr).await.unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    // The response is far larger than the socket buffers: the server's write stalls until
-    // its deadline closes the connection, which leaves the table.
-    let open = |n: usize| {
-        let connections = Arc::clone(&connections);
-        async move {
-            while connections.len() != n {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    };
-    tokio::time::timeout(STUCK, async {
-        open(1).await;
-        open(0).await;
-    })
-    .await
-    .expect("the stalled connection is closed");
-    let received = until_closed(&mut stream).await;
-    assert!(
-        received.len() < METRIC_LINE.len() * 500_000,
-        "the whole response was sent"
-    );
 }
 
 #[tokio::test]
