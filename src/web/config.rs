@@ -132,13 +132,14 @@ impl WebConfig {
 
     /// Parses the YAML `text`, reading the files it names relative to `base_dir`.
     pub fn parse(text: &str, base_dir: &Path) -> Result<WebConfig, String> {
+        refuse_aliases(text)?;
         let tree: serde_json::Value = config::Config::builder()
             .add_source(config::File::from_str(text, config::FileFormat::Yaml))
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(|e| format!("cannot parse: {e}"))?;
-        let raw: RawWebConfig =
-            serde_json::from_value(tree).map_err(|e| format!("{e} ({SUPPORTED})"))?;
+        let raw: RawWebConfig = serde_json::from_value(tree)
+            .map_err(|e| format!("{} ({SUPPORTED})", shorten_quoted(&e.to_string())))?;
         let auth = match raw.basic_auth_users {
             Some(users) if !users.is_empty() => Some(Arc::new(BasicAuth::new(users)?)),
             _ => None,
@@ -183,6 +184,47 @@ impl RawTls {
             || file(&self.key_file)
             || file(&self.client_ca_file)
     }
+}
+
+/// A web config has no use for YAML aliases, and a few of them can expand a small file into
+/// gigabytes: any alias is refused before the document is built.
+fn refuse_aliases(text: &str) -> Result<(), String> {
+    use yaml_rust2::parser::{Event, Parser};
+    let mut parser = Parser::new_from_str(text);
+    loop {
+        match parser.next_token() {
+            Ok((Event::Alias(_), mark)) => {
+                return Err(format!(
+                    "line {}: YAML aliases (*name) are not allowed in the web config",
+                    mark.line()
+                ));
+            }
+            Ok((Event::StreamEnd, _)) => return Ok(()),
+            Ok(_) => {}
+            Err(e) => return Err(format!("cannot parse: {e}")),
+        }
+    }
+}
+
+/// A value quoted in a parser's message cut to a short prefix: it may be a secret (a key or
+/// hash under the wrong key) or huge.
+fn shorten_quoted(message: &str) -> String {
+    const KEEP: usize = 8;
+    let mut out = String::with_capacity(message.len().min(512));
+    let mut parts = message.split('"');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    for (i, part) in parts.enumerate() {
+        out.push('"');
+        if i % 2 == 0 && part.chars().count() > KEEP {
+            out.extend(part.chars().take(KEEP));
+            out.push('…');
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
 }
 
 /// Reads a regular file of at most [`MAX_WEB_FILE`] bytes: a FIFO or device is refused

@@ -607,3 +607,19 @@ async fn extra_headers_and_the_rate_limit_of_the_web_config() {
             .is_none()
     );
 }
+
+#[test]
+fn yaml_aliases_and_long_values_are_not_expanded_or_echoed() {
+    let here = Path::new("");
+    let bomb = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n\
+                c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n";
+    let e = WebConfig::parse(bomb, here).unwrap_err();
+    assert!(
+        e.contains("line 2: YAML aliases (*name) are not allowed"),
+        "{e}"
+    );
+    let secret = "$2b$10$abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQ";
+    let e = WebConfig::parse(&format!("basic_auth_users: '{secret}'\n"), here).unwrap_err();
+    assert!(e.contains("invalid type"), "{e}");
+    assert!(!e.contains(secret), "{e}");
+}
