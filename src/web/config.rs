@@ -138,8 +138,14 @@ impl WebConfig {
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(|e| format!("cannot parse: {e}"))?;
-        let raw: RawWebConfig = serde_json::from_value(tree)
-            .map_err(|e| format!("{} ({SUPPORTED})", shorten_quoted(&e.to_string())))?;
+        let raw: RawWebConfig = serde_json::from_value(tree).map_err(|e| {
+            let message = shorten_quoted(&e.to_string());
+            if message.contains("unknown field") {
+                format!("{message} ({SUPPORTED})")
+            } else {
+                message
+            }
+        })?;
         let auth = match raw.basic_auth_users {
             Some(users) if !users.is_empty() => Some(Arc::new(BasicAuth::new(users)?)),
             _ => None,
