@@ -17,7 +17,7 @@ use std::time::SystemTime;
 use tokio::sync::{Mutex, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, ConfigErrors};
+use crate::config::{Config, ConfigError, ConfigErrors};
 use crate::metrics::Metrics;
 use crate::page::{self, PageInfo};
 use crate::schedule::{self, NetworkProber, Scheduler, Shard};
@@ -181,12 +181,16 @@ pub async fn start_with<E: Exporter, P: Probing>(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let scheduler = tokio::spawn(probing.run(config_rx, applied_tx, shutdown_rx.clone()));
 
+    let scheme = if web_config.is_tls() { "https" } else { "http" };
+    let (web_config_tx, web_config_rx) = watch::channel(web_config);
     let reloader = ReloadHandle(Arc::new(Reloads::new(Reloader {
         path: options.config_file.clone(),
         shard: options.shard,
+        web_config_file: options.web_config_file.clone(),
         exporter: Arc::clone(&exporter),
         config: config_tx,
         applied: applied_rx,
+        web_config: web_config_tx,
     })));
     let ready = Arc::new(AtomicBool::new(false));
     let site = Arc::new(Site {
@@ -195,9 +199,8 @@ pub async fn start_with<E: Exporter, P: Probing>(
         lifecycle: options.enable_lifecycle,
         ready: Arc::clone(&ready),
     });
-    let scheme = if web_config.is_tls() { "https" } else { "http" };
     let mut web_shutdown = shutdown_rx;
-    let web = tokio::spawn(web::serve(listener, web_config, site, async move {
+    let web = tokio::spawn(web::serve(listener, web_config_rx, site, async move {
         let _ = web_shutdown.wait_for(|stop| *stop).await;
     }));
     tracing::info!(address = %addr, "listening on {addr} ({scheme})");
@@ -345,23 +348,33 @@ impl Drop for Waiting<'_> {
 struct Reloader<E> {
     path: PathBuf,
     shard: Option<Shard>,
+    web_config_file: Option<PathBuf>,
     exporter: Arc<E>,
     config: watch::Sender<Arc<Config>>,
     /// The config the scheduler runs.
     applied: watch::Receiver<Arc<Config>>,
+    /// Read by the web side for each new connection.
+    web_config: watch::Sender<WebConfig>,
 }
 
 impl<E: Exporter> Load for Reloader<E> {
     fn load(&self) -> ReloadFuture<'_> {
         Box::pin(async move {
             let (path, shard) = (self.path.clone(), self.shard);
-            // Reading password files is blocking I/O.
-            let loaded = tokio::task::spawn_blocking(move || load_config(&path, shard))
-                .await
-                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            let web_path = self.web_config_file.clone();
+            // Reading password files and certificates is blocking I/O.
+            let loaded = tokio::task::spawn_blocking(move || {
+                let web = web_path.map(|p| WebConfig::load(&p));
+                with_web_config(load_config(&path, shard), web)
+            })
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
             let now = SystemTime::now();
             match loaded {
-                Ok(config) => {
+                Ok((config, web_config)) => {
+                    if let Some(web_config) = web_config {
+                        self.web_config.send_replace(web_config);
+                    }
                     let accounts = config.account_count();
                     self.exporter.apply_config(&config);
                     let config = Arc::new(config);
@@ -392,6 +405,28 @@ impl<E: Exporter> Load for Reloader<E> {
                 }
             }
         })
+    }
+}
+
+/// A reload takes both files or neither: a bad web config file keeps the previous config and
+/// web config in force, and is reported with the config's own errors.
+fn with_web_config(
+    config: Result<Config, ConfigErrors>,
+    web: Option<Result<WebConfig, WebConfigError>>,
+) -> Result<(Config, Option<WebConfig>), ConfigErrors> {
+    let as_error = |e: WebConfigError| ConfigError {
+        location: String::new(),
+        field: String::new(),
+        message: e.to_string(),
+    };
+    match (config, web.transpose()) {
+        (Ok(config), Ok(web)) => Ok((config, web)),
+        (Ok(_), Err(e)) => Err(as_error(e).into()),
+        (Err(mut errors), Err(e)) => {
+            errors.push(as_error(e));
+            Err(errors)
+        }
+        (Err(errors), Ok(_)) => Err(errors),
     }
 }
 

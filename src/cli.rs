@@ -123,6 +123,17 @@ pub enum Command {
     CheckConfig,
     /// Run the exporter against built-in simulated mail servers.
     Demo(DemoArgs),
+    /// Read a password from standard input and print its bcrypt hash for the web config's
+    /// `basic_auth_users`; passwords over 72 bytes are refused (bcrypt would ignore the rest).
+    HashPassword(HashPasswordArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HashPasswordArgs {
+    /// bcrypt cost: each step doubles the time a check takes (10 is about 80 ms).
+    #[arg(long, value_name = "N", default_value_t = crate::web::DEFAULT_HASH_COST,
+          value_parser = clap::value_parser!(u32).range(4..=20))]
+    pub cost: u32,
 }
 
 #[derive(Debug, Args)]
@@ -171,6 +182,7 @@ impl Cli {
                 Some(Command::Probe(_)) => Some("probe"),
                 Some(Command::CheckConfig) => Some("check-config"),
                 Some(Command::Demo(_)) => Some("demo"),
+                Some(Command::HashPassword(_)) => Some("hash-password"),
                 None => None,
             };
             let command = match sub.and_then(|s| command.find_subcommand_mut(s)) {
@@ -705,6 +717,22 @@ groups:
         assert_eq!(cli.web_listen_address.host.as_deref(), Some("::1"));
         assert_eq!(cli.web_config_file.as_deref(), Some(Path::new("web.yml")));
         assert_eq!(cli.shard, Some(Shard { index: 1, count: 3 }));
+    }
+
+    #[test]
+    fn hash_password_takes_a_cost() {
+        let cli = Cli::try_parse_from(["mailbox_exporter", "hash-password"]).unwrap();
+        let Some(Command::HashPassword(args)) = cli.command else {
+            panic!("not hash-password")
+        };
+        assert_eq!(args.cost, crate::web::DEFAULT_HASH_COST);
+        let cli = Cli::try_parse_from(["mailbox_exporter", "hash-password", "--cost=12"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::HashPassword(a)) if a.cost == 12));
+        for cost in ["3", "21", "x"] {
+            let arg = format!("--cost={cost}");
+            let e = Cli::try_parse_from(["mailbox_exporter", "hash-password", &arg]).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{cost}");
+        }
     }
 
     #[test]

@@ -288,6 +288,19 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+impl From<ConfigError> for ConfigErrors {
+    fn from(error: ConfigError) -> Self {
+        ConfigErrors::single(error)
+    }
+}
+
+impl ConfigErrors {
+    /// Adds a problem found outside the config file itself (e.g. in the web config file).
+    pub fn push(&mut self, error: ConfigError) {
+        self.0.push(error);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Raw: what serde accepts. Scalars are kept as JSON values so that a wrong type is one more
 // error found by validation, not the end of deserialization.

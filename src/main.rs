@@ -14,6 +14,7 @@ use mailbox_exporter::cli::{self, Cli, Command, DemoArgs, Exit, LogArgs, LogForm
 use mailbox_exporter::config::Config;
 use mailbox_exporter::demo::{self, DemoOptions};
 use mailbox_exporter::probe;
+use mailbox_exporter::web;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
@@ -49,6 +50,7 @@ fn main() -> ExitCode {
             serve(options)
         }
         Some(Command::Demo(args)) => run_demo(args),
+        Some(Command::HashPassword(args)) => hash_password(args.cost),
     };
     exit.into()
 }
@@ -173,4 +175,30 @@ fn run_probe(path: &Path, args: &ProbeArgs) -> anyhow::Result<Exit> {
         print!("{}", cli::render_human(&account, &verdict));
     }
     Ok(cli::probe_exit(&verdict))
+}
+
+/// Reads one password from stdin (one trailing newline dropped) and prints its bcrypt hash.
+fn hash_password(cost: u32) -> Exit {
+    use std::io::Read as _;
+    // One byte past the longest password bcrypt uses, plus a line ending, tells too long apart.
+    let limit = web::MAX_PASSWORD_BYTES as u64 + 3;
+    let mut input = Vec::new();
+    if let Err(e) = std::io::stdin().take(limit).read_to_end(&mut input) {
+        eprintln!("error: cannot read the password from standard input: {e}");
+        return Exit::Failed;
+    }
+    let password = input
+        .strip_suffix(b"\r\n")
+        .or_else(|| input.strip_suffix(b"\n"))
+        .unwrap_or(&input);
+    match web::hash_password(password, cost) {
+        Ok(hash) => {
+            println!("{hash}");
+            Exit::Ok
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Exit::Failed
+        }
+    }
 }

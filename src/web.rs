@@ -1,40 +1,50 @@
 //! The HTTP side: `/metrics`, the landing and account pages, `/-/healthy`, `/-/ready` and
-//! `POST /-/reload`, with the optional web config file (basic auth, TLS) in the format of the
-//! Prometheus exporter toolkit.
+//! `POST /-/reload`, with the optional web config file (TLS with client certificates, basic
+//! auth, headers, rate limit) in the format of the Prometheus exporter toolkit.
 //!
 //! Serving only reads state that probes wrote: no request ever makes the exporter log in
 //! anywhere. What a request may cost is bounded: headers are size- and time-limited, bodies are
-//! never read, and the number of open connections is capped.
+//! never read, a client must keep reading its response, and open connections are capped with
+//! the quietest closed first, so idle sockets cannot keep a scraper out.
+//!
+//! Layout: `config` (the web config file), `tls` (rustls from it), `auth` (basic auth),
+//! `connections` (the cap and the stream wrapper that notes activity).
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fmt;
 use std::io::{self, Write as _};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
 use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tokio_native_tls::TlsAcceptor;
+use tokio::sync::watch;
 
 use crate::config::ConfigErrors;
+
+mod auth;
+mod config;
+mod connections;
+mod tls;
+
+use auth::BasicAuth;
+pub use auth::{DEFAULT_HASH_COST, HashError, MAX_PASSWORD_BYTES, hash_password};
+use config::RateLimit;
+pub use config::{WebConfig, WebConfigError};
+use connections::{Admitted, Connections};
 
 /// The port registered for this exporter.
 pub const DEFAULT_PORT: u16 = 9110;
@@ -44,17 +54,19 @@ const HTML_CONTENT_TYPE: &str = "text/html; charset=utf-8";
 const TEXT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
 
 /// Open connections at once: far more than any set of scrapers and browsers needs, few enough
-/// that a flood of idle sockets cannot exhaust file descriptors.
+/// that a flood of sockets cannot exhaust file descriptors. At the cap a new connection closes
+/// the quietest one, so idle sockets cannot keep a scraper out.
 const MAX_CONNECTIONS: usize = 512;
-/// A client must send its request headers within this, so idle sockets do not pile up.
+/// A client must send each request's headers within this, counted from the connection's start
+/// or the end of its previous response: it bounds slow senders and idle keep-alive alike.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// A TLS handshake slower than this is a stuck or hostile client.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client that takes no bytes of its response for this long has stopped reading.
+const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Request line plus headers; our routes need a few hundred bytes (hyper's minimum is 8 KiB).
 const MAX_REQUEST_HEAD: usize = 16 * 1024;
 const MAX_HEADERS: usize = 64;
-/// Largest web config, certificate or key file read: each is a few KiB.
-const MAX_WEB_FILE: u64 = 1024 * 1024;
 /// On shutdown, in-flight requests get this long to finish; a scrape takes milliseconds.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Sent with every 401; the realm is what browsers show in their login prompt.
@@ -154,201 +166,58 @@ pub trait Backend: Send + Sync + 'static {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The web config file.
-
-/// The `--web.config.file`: basic auth users and TLS. Empty means open HTTP.
-#[derive(Default, Clone)]
-pub struct WebConfig {
-    auth: Option<Arc<BasicAuth>>,
-    tls: Option<TlsAcceptor>,
-}
-
-impl fmt::Debug for WebConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // User names only: hashes are secrets too (they can be attacked offline).
-        f.debug_struct("WebConfig")
-            .field(
-                "basic_auth_users",
-                &self
-                    .auth
-                    .as_ref()
-                    .map(|a| a.users.keys().collect::<Vec<_>>()),
-            )
-            .field("tls", &self.tls.is_some())
-            .finish()
-    }
-}
-
-/// Why a web config file was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum WebConfigError {
-    #[error("cannot read web config {path:?}: {source}")]
-    Read { path: PathBuf, source: io::Error },
-    #[error("web config {path:?}: {message}")]
-    Invalid { path: PathBuf, message: String },
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawWebConfig {
-    #[serde(default)]
-    tls_server_config: Option<RawTls>,
-    #[serde(default)]
-    basic_auth_users: Option<BTreeMap<String, String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTls {
-    cert_file: Option<PathBuf>,
-    key_file: Option<PathBuf>,
-}
-
-impl WebConfig {
-    /// Reads `path`; relative certificate paths are resolved against its directory.
-    pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
-        let text = crate::files::read(path, MAX_WEB_FILE)
-            .and_then(|bytes| {
-                String::from_utf8(bytes)
-                    .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"))
-            })
-            .map_err(|source| WebConfigError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        let base_dir = path.parent().unwrap_or(Path::new(""));
-        WebConfig::parse(&text, base_dir).map_err(|message| WebConfigError::Invalid {
-            path: path.to_path_buf(),
-            message: crate::config::clip(message),
-        })
-    }
-
-    /// Parses the YAML `text`, reading certificate files relative to `base_dir`.
-    pub fn parse(text: &str, base_dir: &Path) -> Result<WebConfig, String> {
-        crate::config::check_yaml(text).map_err(|e| format!("cannot parse: {e}"))?;
-        let tree: serde_json::Value = config::Config::builder()
-            .add_source(config::File::from_str(text, config::FileFormat::Yaml))
-            .build()
-            .and_then(|c| c.try_deserialize())
-            .map_err(|e| format!("cannot parse: {e}"))?;
-        let raw: RawWebConfig = serde_json::from_value(tree).map_err(|e| {
-            format!("{e} (supported: basic_auth_users, tls_server_config.cert_file/key_file)")
-        })?;
-        let auth = match raw.basic_auth_users {
-            Some(users) if !users.is_empty() => Some(Arc::new(BasicAuth::new(users)?)),
-            _ => None,
-        };
-        let tls = match raw.tls_server_config {
-            None => None,
-            Some(tls) => Some(tls_acceptor(tls, base_dir)?),
-        };
-        Ok(WebConfig { auth, tls })
-    }
-
-    /// True when the web side serves HTTPS.
-    pub fn is_tls(&self) -> bool {
-        self.tls.is_some()
-    }
-}
-
-fn tls_acceptor(raw: RawTls, base_dir: &Path) -> Result<TlsAcceptor, String> {
-    let (Some(cert_file), Some(key_file)) = (raw.cert_file, raw.key_file) else {
-        return Err("tls_server_config needs both cert_file and key_file".into());
-    };
-    let read = |file: &Path| {
-        let path = base_dir.join(file);
-        crate::files::read(&path, MAX_WEB_FILE).map_err(|e| format!("cannot read {path:?}: {e}"))
-    };
-    let cert = read(&cert_file)?;
-    let key = read(&key_file)?;
-    let identity = native_tls::Identity::from_pkcs8(&cert, &key).map_err(|e| {
-        format!(
-            "cannot use cert_file {cert_file:?} with key_file {key_file:?}: {e} (the key must be \
-             PKCS#8 PEM, \"BEGIN PRIVATE KEY\"; convert with `openssl pkcs8 -topk8 -nocrypt`)"
-        )
-    })?;
-    let acceptor = native_tls::TlsAcceptor::new(identity)
-        .map_err(|e| format!("cannot build the TLS server: {e}"))?;
-    Ok(TlsAcceptor::from(acceptor))
-}
-
-/// Users and their bcrypt hashes.
-struct BasicAuth {
-    users: BTreeMap<String, String>,
-    /// Checked for unknown users, so that a wrong name costs as long as a wrong password and
-    /// response times do not reveal which users exist.
-    decoy: String,
-}
-
-impl BasicAuth {
-    fn new(users: BTreeMap<String, String>) -> Result<BasicAuth, String> {
-        let mut cost = None;
-        for (user, hash) in &users {
-            let parts = bcrypt::HashParts::from_str(hash)
-                .map_err(|_| format!("basic_auth_users: {user:?}: not a bcrypt hash"))?;
-            cost.get_or_insert(parts.get_cost());
-        }
-        let cost = cost.unwrap_or(bcrypt::DEFAULT_COST);
-        let decoy = bcrypt::hash("decoy", cost).map_err(|e| format!("bcrypt: {e}"))?;
-        Ok(BasicAuth { users, decoy })
-    }
-
-    /// Checks an `Authorization` header value; bcrypt is slow on purpose, so this blocks.
-    fn allows(&self, authorization: Option<&[u8]>) -> bool {
-        let Some((user, password)) = authorization.and_then(parse_basic) else {
-            return false;
-        };
-        match self.users.get(&user) {
-            Some(hash) => bcrypt::verify(password.as_bytes(), hash).unwrap_or(false),
-            None => {
-                let _ = bcrypt::verify(password.as_bytes(), &self.decoy);
-                false
-            }
-        }
-    }
-}
-
-/// `Basic base64(user:password)` into its two parts.
-fn parse_basic(value: &[u8]) -> Option<(String, String)> {
-    let value = std::str::from_utf8(value).ok()?.trim();
-    let (scheme, encoded) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
-    let decoded = String::from_utf8(decoded).ok()?;
-    let (user, password) = decoded.split_once(':')?;
-    Some((user.to_string(), password.to_string()))
-}
-
-// ---------------------------------------------------------------------------------------------
 // Serving.
 
+/// What one connection may take: time limits on the client's side of the exchange.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) header_read_timeout: Duration,
+    pub(crate) tls_handshake_timeout: Duration,
+    pub(crate) write_stall_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            tls_handshake_timeout: TLS_HANDSHAKE_TIMEOUT,
+            write_stall_timeout: WRITE_STALL_TIMEOUT,
+        }
+    }
+}
+
 /// Serves `backend` on `listener` until `shutdown` completes, then stops accepting and gives
-/// in-flight requests [`DRAIN_TIMEOUT`] to finish.
+/// in-flight requests [`DRAIN_TIMEOUT`] to finish. Each connection is served with the web
+/// config current when it was accepted: a reload takes effect for new connections.
 pub async fn serve<B: Backend>(
     listener: TcpListener,
-    web: WebConfig,
+    web: watch::Receiver<WebConfig>,
     backend: Arc<B>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let graceful = GracefulShutdown::new();
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let routes = Arc::new(Routes {
+    let connections = Connections::new(MAX_CONNECTIONS);
+    serve_with(
+        listener,
+        web,
         backend,
-        auth: web.auth,
-    });
+        Limits::default(),
+        connections,
+        shutdown,
+    )
+    .await
+}
+
+pub(crate) async fn serve_with<B: Backend>(
+    listener: TcpListener,
+    web: watch::Receiver<WebConfig>,
+    backend: Arc<B>,
+    limits: Limits,
+    connections: Arc<Connections>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            permit = Arc::clone(&limit).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
         let stream = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -361,22 +230,37 @@ pub async fn serve<B: Backend>(
                 }
             },
         };
+        let admitted = Arc::new(connections.admit());
         let watcher = graceful.watcher();
-        let routes = Arc::clone(&routes);
+        let web = web.borrow().clone();
         let tls = web.tls.clone();
+        let routes = Arc::new(Routes {
+            backend: Arc::clone(&backend),
+            auth: web.auth,
+            headers: web.headers,
+            rate_limit: web.rate_limit,
+        });
         tokio::spawn(async move {
-            let _permit = permit;
             let _ = stream.set_nodelay(true);
-            match tls {
-                None => serve_connection(stream, routes, watcher).await,
-                Some(acceptor) => {
-                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
-                    {
-                        Ok(Ok(stream)) => serve_connection(stream, routes, watcher).await,
-                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!("TLS handshake timed out"),
+            let stream = admitted.track(stream, limits.write_stall_timeout);
+            let serve = async {
+                match tls {
+                    None => serve_connection(stream, routes, &admitted, limits, watcher).await,
+                    Some(acceptor) => {
+                        let handshake = acceptor.accept(stream);
+                        match tokio::time::timeout(limits.tls_handshake_timeout, handshake).await {
+                            Ok(Ok(stream)) => {
+                                serve_connection(stream, routes, &admitted, limits, watcher).await
+                            }
+                            Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                            Err(_) => tracing::debug!("TLS handshake timed out"),
+                        }
                     }
                 }
+            };
+            tokio::select! {
+                _ = admitted.evicted() => {}
+                _ = serve => {}
             }
         });
     }
@@ -392,18 +276,26 @@ pub async fn serve<B: Backend>(
 async fn serve_connection<S, B>(
     stream: S,
     routes: Arc<Routes<B>>,
+    admitted: &Arc<Admitted>,
+    limits: Limits,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     B: Backend,
 {
+    let admitted = Arc::clone(admitted);
     let service = service_fn(move |request| {
         let routes = Arc::clone(&routes);
-        async move { Ok::<_, Infallible>(routes.respond(request).await) }
+        let serving = admitted.serving();
+        async move {
+            let response = routes.respond(request).await;
+            drop(serving);
+            Ok::<_, Infallible>(response)
+        }
     });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(MAX_REQUEST_HEAD)
         .max_headers(MAX_HEADERS)
         .serve_connection(TokioIo::new(stream), service);
@@ -417,22 +309,29 @@ type Body = Full<Bytes>;
 struct Routes<B> {
     backend: Arc<B>,
     auth: Option<Arc<BasicAuth>>,
+    /// `http_server_config.headers`, added to every response.
+    headers: Arc<Vec<(HeaderName, HeaderValue)>>,
+    rate_limit: Option<Arc<RateLimit>>,
 }
 
 impl<B: Backend> Routes<B> {
     async fn respond(&self, request: Request<Incoming>) -> Response<Body> {
+        let mut response = self.answer(request).await;
+        for (name, value) in self.headers.iter() {
+            response.headers_mut().insert(name.clone(), value.clone());
+        }
+        response
+    }
+
+    async fn answer(&self, request: Request<Incoming>) -> Response<Body> {
         // The body is never read: no route takes input, and an unread body costs nothing.
         let (parts, _body) = request.into_parts();
+        if self.rate_limit.as_ref().is_some_and(|limit| !limit.allow()) {
+            return text(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests\n");
+        }
         if let Some(auth) = &self.auth {
-            let header = parts
-                .headers
-                .get(header::AUTHORIZATION)
-                .map(|v| v.as_bytes().to_vec());
-            let auth = Arc::clone(auth);
-            let allowed = tokio::task::spawn_blocking(move || auth.allows(header.as_deref()))
-                .await
-                .unwrap_or(false);
-            if !allowed {
+            let header = parts.headers.get(header::AUTHORIZATION);
+            if !auth.allows(header.map(HeaderValue::as_bytes)).await {
                 let mut response = text(StatusCode::UNAUTHORIZED, "Unauthorized\n");
                 response.headers_mut().insert(
                     header::WWW_AUTHENTICATE,

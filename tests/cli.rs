@@ -551,3 +551,47 @@ fn check_config_refuses_control_characters_in_names() {
         ]
     );
 }
+
+fn hash_password(stdin: &[u8]) -> Output {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailbox_exporter"))
+        .args(["hash-password", "--cost=4"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    // The command may stop reading once it has seen too much.
+    let _ = child.stdin.take().unwrap().write_all(stdin);
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn hash_password_prints_a_bcrypt_hash_and_refuses_what_bcrypt_would_cut() {
+    let out = hash_password(format!("{SECRET}\n").as_bytes());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let hash = stdout(&out);
+    let hash = hash.strip_suffix('\n').expect("one line");
+    assert!(hash.starts_with("$2b$04$"), "{hash}");
+    assert!(bcrypt::verify(SECRET, hash).unwrap());
+    assert!(!bcrypt::verify(format!("{SECRET}\n"), hash).unwrap());
+
+    let longest = "p".repeat(72);
+    let out = hash_password(format!("{longest}\r\n").as_bytes());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(bcrypt::verify(&longest, stdout(&out).trim_end()).unwrap());
+
+    for refused in ["p".repeat(73), "p".repeat(100_000), String::new()] {
+        let out = hash_password(format!("{refused}\n").as_bytes());
+        assert_eq!(out.status.code(), Some(1), "{} bytes", refused.len());
+        assert!(stdout(&out).is_empty());
+        let err = stderr(&out);
+        assert!(!err.contains(&refused) || refused.is_empty(), "echoed");
+        let expected = if refused.is_empty() {
+            "empty"
+        } else {
+            "longer than 72 bytes"
+        };
+        assert!(err.contains(expected), "{err}");
+    }
+}

@@ -5,7 +5,7 @@ use std::sync::{Condvar, Mutex as StdMutex};
 use std::time::Duration;
 
 use super::*;
-use crate::web::tests::{get, request};
+use crate::web::tests::{basic, get, request};
 
 #[derive(Default)]
 struct FakeExporter {
@@ -479,4 +479,60 @@ async fn a_bad_web_config_is_reported() {
     );
     assert!(!e.to_string().contains("not-a-hash"), "{e}");
     assert!(!load_web_config(None).await.unwrap().is_tls());
+}
+
+#[tokio::test]
+async fn reload_reads_the_web_config_again_and_keeps_it_on_errors() {
+    let mut f = fixture(&config_text(&["a"]));
+    let web_path = f.path.with_file_name("web.yml");
+    let users = |user: &str| {
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        format!("basic_auth_users:\n  {user}: '{hash}'\n")
+    };
+    std::fs::write(&web_path, users("alice")).unwrap();
+    f.options.web_config_file = Some(web_path.clone());
+    let running = start_with(
+        f.options.clone(),
+        load(&f.path, None).unwrap(),
+        load_web_config(Some(&web_path)).await.unwrap(),
+        Arc::clone(&f.exporter),
+        f.probing.clone(),
+    )
+    .await
+    .unwrap();
+    let addr = running.addr;
+    let status = |user: &'static str| async move {
+        let authorization = basic(user, "pw");
+        request(
+            addr,
+            "GET",
+            "/metrics",
+            &[("Authorization", &authorization)],
+        )
+        .await
+        .status
+    };
+    assert_eq!((status("alice").await, status("bob").await), (200, 401));
+
+    std::fs::write(&web_path, users("bob")).unwrap();
+    running.reload().await.unwrap();
+    assert_eq!((status("alice").await, status("bob").await), (401, 200));
+
+    // A bad web config refuses the whole reload, reported with the config's errors.
+    std::fs::write(&f.path, config_text(&["a", "b"])).unwrap();
+    std::fs::write(&web_path, "basic_auth_users:\n  carol: not-a-hash\n").unwrap();
+    let errors = running.reload().await.unwrap_err().to_string();
+    assert!(errors.contains("web.yml"), "{errors}");
+    assert!(errors.contains("\"carol\": not a bcrypt hash"), "{errors}");
+    assert!(!errors.contains("not-a-hash"), "{errors}");
+    std::fs::write(&f.path, BAD_CONFIG).unwrap();
+    let errors = running.reload().await.unwrap_err();
+    assert_eq!(errors.len(), 3, "{errors}");
+    assert_eq!(f.exporter.current(), ["a"]);
+    assert_eq!((status("alice").await, status("bob").await), (401, 200));
+    assert_eq!(
+        *f.exporter.reloads.lock().unwrap(),
+        [true, true, false, false]
+    );
+    running.shutdown().await;
 }

@@ -1,6 +1,7 @@
 //! The web side over real sockets on `127.0.0.1:0`, with a fake backend.
 
 use std::io::Read as _;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -8,22 +9,30 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use base64::Engine as _;
+
 use super::*;
 use crate::config::{Config, Format};
 
-const METRIC_LINE: &str = "mailbox_auth_success{group=\"support\",account=\"support-inbox\"} 1\n";
+/// What a test waits for at most before calling the server stuck.
+pub(crate) const STUCK: Duration = Duration::from_secs(60);
+
+pub(crate) const METRIC_LINE: &str =
+    "mailbox_auth_success{group=\"support\",account=\"support-inbox\"} 1\n";
 
 #[derive(Default)]
-struct Fake {
-    ready: AtomicBool,
-    reload_fails: AtomicBool,
-    reloads: AtomicUsize,
-    reload_delay: Option<Duration>,
+pub(crate) struct Fake {
+    pub(crate) ready: AtomicBool,
+    pub(crate) reload_fails: AtomicBool,
+    pub(crate) reloads: AtomicUsize,
+    pub(crate) reload_delay: Option<Duration>,
+    /// Metrics far larger than socket buffers, for clients that stop reading.
+    pub(crate) huge_metrics: bool,
 }
 
 impl Backend for Fake {
     fn metrics(&self) -> String {
-        METRIC_LINE.repeat(200)
+        METRIC_LINE.repeat(if self.huge_metrics { 500_000 } else { 200 })
     }
 
     fn landing_page(&self) -> String {
@@ -60,19 +69,43 @@ impl Backend for Fake {
     }
 }
 
-struct Served {
-    addr: SocketAddr,
+pub(crate) struct Served {
+    pub(crate) addr: SocketAddr,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
 }
 
-async fn serve_fake(backend: Arc<Fake>, web: WebConfig) -> Served {
+pub(crate) async fn serve_fake(backend: Arc<Fake>, web: WebConfig) -> Served {
+    serve_limited(
+        backend,
+        web,
+        Limits::default(),
+        Connections::new(MAX_CONNECTIONS),
+    )
+    .await
+}
+
+pub(crate) async fn serve_limited(
+    backend: Arc<Fake>,
+    web: WebConfig,
+    limits: Limits,
+    connections: Arc<Connections>,
+) -> Served {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve(listener, web, backend, async {
-        let _ = stopped.await;
-    }));
+    // Reloads are the app's business; here the config stays as it is.
+    let (_, web) = watch::channel(web);
+    let task = tokio::spawn(serve_with(
+        listener,
+        web,
+        backend,
+        limits,
+        connections,
+        async {
+            let _ = stopped.await;
+        },
+    ));
     Served { addr, stop, task }
 }
 
@@ -97,7 +130,7 @@ impl Reply {
 }
 
 /// One request on its own connection, as raw HTTP/1.1.
-async fn request_on<S: AsyncRead + AsyncWrite + Unpin>(
+pub(crate) async fn request_on<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     method: &str,
     path: &str,
@@ -133,7 +166,7 @@ pub(crate) async fn get(addr: SocketAddr, path: &str) -> Reply {
     request(addr, "GET", path, &[]).await
 }
 
-fn parse_reply(raw: &[u8]) -> Reply {
+pub(crate) fn parse_reply(raw: &[u8]) -> Reply {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -319,7 +352,7 @@ async fn reload_reports_success_or_every_error() {
     assert_eq!(backend.reloads.load(Ordering::SeqCst), 2);
 }
 
-fn basic(user: &str, password: &str) -> String {
+pub(crate) fn basic(user: &str, password: &str) -> String {
     format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
@@ -444,12 +477,8 @@ fn web_config_errors_are_explained() {
     assert!(!e.contains("plaintext"));
     let e = WebConfig::parse("tls_server_config:\n  cert_file: c.pem\n", here).unwrap_err();
     assert_eq!(e, "tls_server_config needs both cert_file and key_file");
-    let e = WebConfig::parse(
-        "tls_server_config:\n  cert_file: c.pem\n  min_version: TLS13\n",
-        here,
-    )
-    .unwrap_err();
-    assert!(e.contains("min_version"), "{e}");
+    let e = WebConfig::parse("tls_server_config:\n  cert_flie: c.pem\n", here).unwrap_err();
+    assert!(e.contains("unknown field `cert_flie`"), "{e}");
     let e = WebConfig::parse(
         "tls_server_config:\n  cert_file: /nonexistent/c.pem\n  key_file: k.pem\n",
         here,
@@ -534,15 +563,69 @@ async fn shutdown_lets_in_flight_requests_finish() {
     assert!(TcpStream::connect(addr).await.is_err(), "still accepting");
 }
 
-#[test]
-fn basic_credentials_are_parsed() {
-    assert_eq!(
-        parse_basic(basic("a", "b:c").as_bytes()),
-        Some(("a".into(), "b:c".into()))
+#[tokio::test]
+async fn extra_headers_and_the_rate_limit_of_the_web_config() {
+    let web = WebConfig::parse(
+        "http_server_config:\n  http2: true\n  headers:\n    X-Frame-Options: deny\n    \
+         Content-Security-Policy: \"default-src 'self'\"\n    X-XSS-Protection: ''\n\
+         rate_limit:\n  interval: 1h\n  burst: 2\n",
+        Path::new(""),
+    )
+    .unwrap();
+    let served = serve_fake(Arc::new(Fake::default()), web).await;
+    for path in ["/metrics", "/nope"] {
+        let reply = get(served.addr, path).await;
+        assert_ne!(reply.status, 429, "{path}");
+        assert_eq!(reply.header("x-frame-options"), Some("deny"));
+        assert_eq!(
+            reply.header("content-security-policy"),
+            Some("default-src 'self'")
+        );
+        assert_eq!(reply.header("x-xss-protection"), None);
+    }
+    // Two tokens, one more every hour.
+    let limited = get(served.addr, "/metrics").await;
+    assert_eq!(limited.status, 429);
+    assert_eq!(limited.header("x-frame-options"), Some("deny"));
+
+    let here = Path::new("");
+    let e = WebConfig::parse("http_server_config:\n  headers:\n    Server: x\n", here).unwrap_err();
+    assert!(e.contains("header \"Server\" cannot be set"), "{e}");
+    let e = WebConfig::parse(
+        "http_server_config:\n  headers:\n    X-Frame-Options: allow\n",
+        here,
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("X-Frame-Options: expected one of deny, sameorigin"),
+        "{e}"
     );
-    assert_eq!(parse_basic(b"basic   YTpi"), Some(("a".into(), "b".into())));
-    assert_eq!(parse_basic(b"Basic YWI="), None);
-    assert_eq!(parse_basic(b"Digest x"), None);
+    let e = WebConfig::parse("rate_limit:\n  interval: soon\n", here).unwrap_err();
+    assert!(e.contains("rate_limit: interval \"soon\""), "{e}");
+    let e = WebConfig::parse("http_server_config:\n  http3: true\n", here).unwrap_err();
+    assert!(e.contains("unknown field `http3`"), "{e}");
+    assert!(
+        WebConfig::parse("rate_limit:\n  interval: 0s\n", here)
+            .unwrap()
+            .rate_limit
+            .is_none()
+    );
+}
+
+#[test]
+fn yaml_aliases_and_long_values_are_not_expanded_or_echoed() {
+    let here = Path::new("");
+    let bomb = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n\
+                c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n";
+    let e = WebConfig::parse(bomb, here).unwrap_err();
+    assert!(
+        e.contains("line 2: YAML aliases (*name) are not allowed"),
+        "{e}"
+    );
+    let secret = "$2b$10$abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQ";
+    let e = WebConfig::parse(&format!("basic_auth_users: '{secret}'\n"), here).unwrap_err();
+    assert!(e.contains("invalid type"), "{e}");
+    assert!(!e.contains(secret), "{e}");
 }
 
 /// The web config and its files are read like the main config: no alias bomb, no FIFO.
@@ -560,10 +643,7 @@ fn web_config_files_are_bounded() {
         ));
     }
     let e = WebConfig::parse(&bomb, dir.path()).unwrap_err();
-    assert!(
-        e.starts_with("cannot parse: the YAML holds more than"),
-        "{e}"
-    );
+    assert!(e.contains("YAML aliases (*name) are not allowed"), "{e}");
 
     let pipe = dir.path().join("pipe");
     assert!(
