@@ -35,8 +35,9 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::{Id, JoinError, JoinSet};
 use tokio::time::Instant;
 
+use crate::budget::FailureBudget;
 use crate::config::{Account, Config};
-use crate::probe::{self, Target};
+use crate::probe::{self, MethodSet, Steps, Target};
 use crate::verdict::{Method, Verdict};
 
 /// What the next probe of an account should do, decided from its history.
@@ -44,6 +45,8 @@ use crate::verdict::{Method, Verdict};
 pub struct Plan {
     /// The method that worked last time: tried first.
     pub preferred: Option<Method>,
+    /// Methods rejected since they last worked: tried after every other one.
+    pub rejected: MethodSet,
     /// The account's interval is multiplied by this (1 = no backoff) after consecutive
     /// credential rejections, so that the exporter never locks a mailbox out.
     pub backoff_factor: u32,
@@ -53,6 +56,7 @@ impl Default for Plan {
     fn default() -> Self {
         Plan {
             preferred: None,
+            rejected: MethodSet::EMPTY,
             backoff_factor: 1,
         }
     }
@@ -68,6 +72,10 @@ pub trait Ledger: Send + Sync + 'static {
     fn probe_finished(&self);
     /// How late a probe started, compared with when it was due.
     fn schedule_lag(&self, lag: Duration);
+    /// The failed-login budgets probes must stay within; `None`: no budget.
+    fn failure_budget(&self) -> Option<Arc<FailureBudget>> {
+        None
+    }
 }
 
 /// The first probe of an account comes within `min(interval, STARTUP_WINDOW)` of start-up (or
@@ -89,6 +97,12 @@ pub trait Prober: Send + Sync + 'static {
     /// Probes `target`, trying `preferred` first when given. The future must finish on its
     /// own within the target's timeout.
     fn probe(&self, target: Target, preferred: Option<Method>) -> ProbeFuture;
+
+    /// Probes `target` walking its ladder as `steps` say. Probers that only script verdicts
+    /// may ignore everything but the preferred method.
+    fn probe_steps(&self, target: Target, steps: Steps) -> ProbeFuture {
+        self.probe(target, steps.preferred)
+    }
 }
 
 /// Logs in over the network with [`probe::probe`].
@@ -98,6 +112,10 @@ pub struct NetworkProber;
 impl Prober for NetworkProber {
     fn probe(&self, target: Target, preferred: Option<Method>) -> ProbeFuture {
         Box::pin(async move { probe::probe(&target, preferred).await })
+    }
+
+    fn probe_steps(&self, target: Target, steps: Steps) -> ProbeFuture {
+        Box::pin(async move { probe::probe_steps(&target, steps).await })
     }
 }
 
@@ -264,6 +282,11 @@ impl<L: Ledger, P: Prober> Scheduler<L, P> {
     /// per-server limit, gives the slot back while it waits for the server: that wait is the
     /// server's slowness (or the per-server limit at work), not the pool's, and is not lag.
     /// So the lag measures whether the pool as a whole keeps up.
+    ///
+    /// Failed-login budget: before any permit, a probe that may try methods not known to
+    /// work waits for room in its server's budget ([`crate::budget`]). That wait is the budget
+    /// at work, shown by its own metrics and on the pages, and is not lag either; probes whose
+    /// first method is known to work never wait for it.
     ///
     /// Shutdown: no probe starts after `shutdown` fires (probes still waiting for a permit are
     /// dropped). Probes in flight may finish, to log out politely, for up to the longest
@@ -655,7 +678,16 @@ async fn probe_when_permitted<L: Ledger, P: Prober>(
     mut stop: watch::Receiver<bool>,
 ) -> Option<u32> {
     let queued = Instant::now();
+    let plan = ledger.plan(&account.name);
+    let budget = ledger.failure_budget();
     let permits = async {
+        // The failed-login budget comes first: a probe waiting for it holds no permit that
+        // accounts with a method known to work need. That wait is the budget at work, shown
+        // by its own metric, and is not lag.
+        let admission = match &budget {
+            Some(budget) => Some(budget.admit(&account.name, &account.target, &plan).await),
+            None => None,
+        };
         // The pool slot is asked for first, so that a pool that cannot keep up shows as lag;
         // when the account's server is at its own limit, the slot is given back while
         // waiting for the server, so a slow or dead server never holds slots that other
@@ -664,28 +696,38 @@ async fn probe_when_permitted<L: Ledger, P: Prober>(
         let slot = Arc::clone(&global).acquire_owned().await.ok()?;
         let mut pool_wait = asked.elapsed();
         if let Ok(server_permit) = Arc::clone(&server).try_acquire_owned() {
-            return Some((server_permit, slot, pool_wait));
+            return Some((server_permit, slot, pool_wait, admission));
         }
         drop(slot);
         let server_permit = server.acquire_owned().await.ok()?;
         let asked = Instant::now();
         let slot = global.acquire_owned().await.ok()?;
         pool_wait += asked.elapsed();
-        Some((server_permit, slot, pool_wait))
+        Some((server_permit, slot, pool_wait, admission))
     };
-    let (_server, _global, pool_wait) = tokio::select! {
+    let (_server, _global, pool_wait, mut admission) = tokio::select! {
         biased;
         _ = stop.wait_for(|stop| *stop) => return None,
         permits = permits => permits?,
     };
     // Late by the time the task started after its due time, plus the time it waited for a
-    // pool slot.
+    // pool slot (not for the budget).
     let dispatch = queued.saturating_duration_since(due);
     ledger.schedule_lag(dispatch + pool_wait);
-    let plan = ledger.plan(&account.name);
+    let steps = match admission.as_mut() {
+        Some(admission) => admission.start(),
+        None => Steps {
+            preferred: plan.preferred,
+            last: plan.rejected,
+            others: None,
+        },
+    };
     let in_flight = InFlight::new(&*ledger);
-    let verdict = prober.probe(account.target.clone(), plan.preferred).await;
+    let verdict = prober.probe_steps(account.target.clone(), steps).await;
     drop(in_flight);
+    if let Some(admission) = admission {
+        admission.settle(&verdict);
+    }
     ledger.record(&account, verdict, SystemTime::now());
     Some(ledger.plan(&account.name).backoff_factor)
 }
@@ -724,6 +766,7 @@ mod tests {
             timeout: Duration::from_secs(30),
             concurrency,
             per_server_concurrency: per_server,
+            failure_budget: None,
             groups: vec![Group {
                 name: "support".into(),
                 accounts,
@@ -1141,6 +1184,7 @@ mod tests {
         let plan = Plan {
             preferred: Some(Method::Apop),
             backoff_factor: 4,
+            ..Plan::default()
         };
         let run = Running::start(
             config(names.clone(), 64, 64),

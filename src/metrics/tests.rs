@@ -28,6 +28,7 @@ fn config(accounts: Vec<Account>) -> Config {
         timeout: Duration::from_secs(30),
         concurrency: 64,
         per_server_concurrency: 4,
+        failure_budget: None,
         groups,
     }
 }

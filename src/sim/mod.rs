@@ -155,6 +155,9 @@ pub struct SimSpec {
     pub greeting_capabilities: bool,
     /// IMAP: `SASL-IR` advertised, so AUTHENTICATE may carry an initial response.
     pub sasl_ir: bool,
+    /// Every refused login is answered this long after the credential arrived, as Dovecot's
+    /// failure delay and per-address penalty (up to 15 s) do. Zero: at once.
+    pub rejection_delay: Duration,
 }
 
 impl SimSpec {
@@ -171,6 +174,7 @@ impl SimSpec {
             plain: true,
             greeting_capabilities: true,
             sasl_ir: true,
+            rejection_delay: Duration::ZERO,
         }
     }
 
@@ -216,6 +220,7 @@ impl std::fmt::Debug for SimSpec {
             .field("plain", &self.plain)
             .field("greeting_capabilities", &self.greeting_capabilities)
             .field("sasl_ir", &self.sasl_ir)
+            .field("rejection_delay", &self.rejection_delay)
             .finish()
     }
 }
@@ -314,6 +319,16 @@ impl Shared {
             _ => Judgement::Fail,
         };
         self.count(judgement == Judgement::Accept);
+        judgement
+    }
+
+    /// [`Shared::judge`], with a refusal held back for the spec's `rejection_delay`.
+    async fn judge_after_delay(&self, attempt: Attempt, valid: bool) -> Judgement {
+        let judgement = self.judge(attempt, valid);
+        let refused = matches!(judgement, Judgement::Fail | Judgement::FailAndClose);
+        if refused && !self.spec.rejection_delay.is_zero() {
+            tokio::time::sleep(self.spec.rejection_delay).await;
+        }
         judgement
     }
 
