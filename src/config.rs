@@ -2186,4 +2186,60 @@ groups:
         assert!(similar("tls_verify", "TLS_VERIFY"));
         assert!(!similar("tls", "protocol"));
     }
+
+    #[test]
+    fn failure_budget() {
+        assert_eq!(
+            yaml("").unwrap().failure_budget,
+            Some(DEFAULT_FAILURE_BUDGET)
+        );
+        let c = yaml("failure_budget: {failures: 6, window: 30m}\n").unwrap();
+        assert_eq!(
+            c.failure_budget,
+            Some(FailureBudgetSettings {
+                failures: 6,
+                window: Duration::from_secs(1800)
+            })
+        );
+        let c = yaml("failure_budget: {window: 20s}\n").unwrap();
+        assert_eq!(
+            c.failure_budget,
+            Some(FailureBudgetSettings {
+                failures: DEFAULT_FAILURE_BUDGET.failures,
+                window: Duration::from_secs(20)
+            })
+        );
+        assert_eq!(
+            yaml("failure_budget: {failures: 0}\n")
+                .unwrap()
+                .failure_budget,
+            None
+        );
+        let env = env(&[("MAILBOX_EXPORTER__FAILURE_BUDGET__FAILURES", "0")]);
+        let env: HashMap<String, String> = env.into_iter().collect();
+        let raw = RawConfig::parse("failure_budget: {failures: 5}\n", Format::Yaml, &env).unwrap();
+        assert_eq!(
+            raw.validate(Path::new(""), &env).unwrap().failure_budget,
+            None
+        );
+        assert_eq!(
+            errors("failure_budget: {failures: 1, window: 2d, ban: yes}\n"),
+            [
+                "failure_budget: unknown key \"ban\" (expected failures, window)",
+                "failure_budget.window: \"2d\" is out of range (1s to 1day)",
+                "failure_budget.failures: 1 leaves no room for a method and the aborted login \
+                 after it: use 0 (no budget) or at least 2",
+            ]
+        );
+        assert_eq!(
+            errors("failure_budget: 4\n"),
+            [
+                "failure_budget: expected a mapping such as {failures: 4, window: 10m}, found a number"
+            ]
+        );
+        assert_eq!(
+            errors("failure_budget: {failures: many}\n"),
+            ["failure_budget.failures: expected a whole number (0 turns the budget off)"]
+        );
+    }
 }
