@@ -120,6 +120,13 @@ async fn a_server_that_delays_each_rejection_cannot_hide_the_working_method() {
         !sent.iter().any(|c| c == "APOP" || c.starts_with("AUTH")),
         "the third probe sent {sent:?}"
     );
+    // The trap is still reported, with the mode to pin, although no probe meets it now.
+    for v in [&second, &third] {
+        assert!(v.fallback, "{v:?}");
+        let advice = v.advice.as_deref().unwrap_or_default();
+        assert!(advice.contains("pin auth_mode: PASS"), "{advice}");
+    }
+    assert!(state.fallback());
 }
 
 fn config(yaml: &str) -> Config {

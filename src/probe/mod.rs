@@ -288,6 +288,8 @@ pub(crate) struct Session<'a> {
     pub cert_expiry: Option<i64>,
     /// The server offered OAuth2 mechanisms (a hint for the advice when passwords fail).
     pub oauth_offered: bool,
+    /// Offered rungs moved to the end because earlier probes saw them rejected.
+    held_back: Vec<Method>,
     /// Held here while no connection is open.
     transcript: Transcript,
 }
@@ -305,6 +307,7 @@ impl<'a> Session<'a> {
             cleartext: false,
             cert_expiry: None,
             oauth_offered: false,
+            held_back: Vec::new(),
             transcript: Transcript::new(&target.password),
         }
     }
@@ -549,6 +552,9 @@ fn order(s: &mut Session<'_>, rungs: Vec<Method>) -> Result<Vec<Method>, ProbeEr
         }
     }
     let mut rungs = ordered;
+    if !rungs.is_empty() {
+        s.held_back.clone_from(&last);
+    }
     rungs.extend(last);
     let Some(others) = s.others else {
         return Ok(rungs);
@@ -600,6 +606,7 @@ fn finish(s: Session<'_>, outcome: Result<Option<Method>, ProbeError>) -> Verdic
         cleartext,
         cert_expiry,
         oauth_offered,
+        held_back,
         transcript,
         ..
     } = s;
@@ -607,7 +614,19 @@ fn finish(s: Session<'_>, outcome: Result<Option<Method>, ProbeError>) -> Verdic
         Ok(method) => (true, method, None),
         Err(e) => (false, None, Some(e)),
     };
-    let fallback = success && attempts.iter().any(|a| a.result == AttemptResult::Rejected);
+    // Logging in past rungs held back because earlier probes saw them rejected is falling
+    // back too, although this probe did not try them: the advice names them as rejected.
+    let held_back: Vec<Attempt> = held_back
+        .into_iter()
+        .filter(|&m| success && Some(m) != method)
+        .map(|m| Attempt {
+            method: m,
+            result: AttemptResult::Rejected,
+        })
+        .collect();
+    let fallback = success
+        && (!held_back.is_empty() || attempts.iter().any(|a| a.result == AttemptResult::Rejected));
+    let advice_attempts: Vec<Attempt> = held_back.iter().chain(&attempts).copied().collect();
     let reason = error.as_ref().map(ProbeError::reason);
     let detail = error.as_ref().map(|e| transcript.scrub(&e.to_string()));
     let facts = advice::Facts {
@@ -617,7 +636,7 @@ fn finish(s: Session<'_>, outcome: Result<Option<Method>, ProbeError>) -> Verdic
         reason,
         fallback,
         cleartext,
-        attempts: &attempts,
+        attempts: &advice_attempts,
         oauth_offered,
     };
     let advice = advice::advise(&facts);
