@@ -561,7 +561,8 @@ fn order(s: &mut Session<'_>, rungs: Vec<Method>) -> Result<Vec<Method>, ProbeEr
     };
     let free = usize::from(rungs.first().is_some_and(|&m| Some(m) == s.preferred));
     rungs.truncate(free + others);
-    if rungs.len() < offered {
+    // A method known to work is tried alone by design; a note is for a ladder the budget cut.
+    if free == 0 && rungs.len() < offered {
         let skipped = offered - rungs.len();
         s.note(&format!(
             "{skipped} more method(s) not tried: the server's failed-login budget does not cover them"
