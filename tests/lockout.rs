@@ -440,10 +440,11 @@ async fn dovecot_never_sees_more_failures_than_the_budget() {
     );
     assert!(proof.failures > 0, "{}", dovecot.log());
     assert!(proof.max_in_window <= 4, "{}", dovecot.log());
-    assert_eq!(
-        proof.failures as u64,
-        proof.charged,
-        "the budget charged what Dovecot logged\n{}",
+    // Equal when every probe got its answers; a probe cut short by its timeout is charged for
+    // what it may have caused, so the budget never counts less than Dovecot.
+    assert!(
+        proof.failures as u64 <= proof.charged,
+        "the budget charged less than Dovecot logged\n{}",
         dovecot.log()
     );
 }
