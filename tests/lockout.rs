@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use mailbox_exporter::config::{Config, Format, RawConfig};
 use mailbox_exporter::metrics::Metrics;
 use mailbox_exporter::probe::{self, Steps, Target, TlsSettings};
-use mailbox_exporter::schedule::{NetworkProber, Scheduler};
+use mailbox_exporter::schedule::{Ledger, NetworkProber, Prober, Scheduler};
 use mailbox_exporter::secret::Password;
 use mailbox_exporter::sim::{Behavior, SimServer, SimSpec};
 use mailbox_exporter::state::AccountState;
@@ -477,4 +477,128 @@ async fn dovecot_fifteen_minutes_at_the_default_budget() {
         proof.failures, proof.max_in_window, proof.charged, proof.fail2ban, proof.logins
     );
     assert!(proof.max_in_window <= 4, "{}", dovecot.log());
+}
+
+/// Answers by account name, on virtual time: `known-*` log in with PASS, `wrong-*` have every
+/// rung rejected. Records when each probe started and how it was told to walk its ladder.
+#[derive(Default)]
+struct ScriptedProber {
+    calls: std::sync::Mutex<Vec<(String, Instant, Steps)>>,
+}
+
+impl Prober for ScriptedProber {
+    fn probe(
+        &self,
+        target: Target,
+        preferred: Option<Method>,
+    ) -> mailbox_exporter::schedule::ProbeFuture {
+        self.probe_steps(target, Steps::preferring(preferred))
+    }
+
+    fn probe_steps(&self, target: Target, steps: Steps) -> mailbox_exporter::schedule::ProbeFuture {
+        let name = target.username.clone();
+        self.calls
+            .lock()
+            .unwrap()
+            .push((name.clone(), Instant::now(), steps));
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let attempt = |method, result| Attempt { method, result };
+            let (success, attempts) = if name.starts_with("known") {
+                (true, vec![attempt(Method::Pass, AttemptResult::Success)])
+            } else {
+                let rungs = [Method::Apop, Method::CramMd5, Method::Pass];
+                let tried = steps.others.unwrap_or(rungs.len()).min(rungs.len());
+                let rejected = rungs[..tried]
+                    .iter()
+                    .map(|&m| attempt(m, AttemptResult::Rejected));
+                (false, rejected.collect())
+            };
+            Verdict {
+                success,
+                method: success.then_some(Method::Pass),
+                reason: (!success).then_some(Reason::AuthRejected),
+                detail: None,
+                fallback: false,
+                cleartext: false,
+                attempts,
+                phases: Default::default(),
+                cert_expiry: None,
+                advice: None,
+                transcript: Vec::new(),
+            }
+        })
+    }
+}
+
+/// With one probe per server at a time, an account whose probe waits for the budget holds
+/// nothing the account with a known method needs: that one is probed on every slot of its
+/// interval, while the wrong password is tried once per budget window at most.
+#[tokio::test(start_paused = true)]
+async fn a_probe_waiting_for_the_budget_holds_no_server_slot() {
+    let yaml = "interval: 1m\ntimeout: 30s\nper_server_concurrency: 1\n\
+                failure_budget: {failures: 4, window: 10m}\n\
+                groups:\n  - name: g\n    accounts:\n\
+                \x20     - {name: known, server: mail.example.com, username: known, password: x}\n\
+                \x20     - {name: wrong, server: mail.example.com, username: wrong, password: x}\n";
+    let config = config(yaml);
+    let metrics = Arc::new(Metrics::new());
+    metrics.apply_config(&config);
+    // "known" logged in with PASS before (say, before a restart of the scheduler).
+    let known_account = config.find_account("known").unwrap().clone();
+    let earlier = ScriptedProber::default()
+        .probe_steps(known_account.target.clone(), Steps::default())
+        .await;
+    metrics.record(&known_account, earlier, SystemTime::now());
+    let prober = Arc::new(ScriptedProber::default());
+    let (_config_tx, config_rx) = watch::channel(Arc::new(config));
+    let (stop, stop_rx) = watch::channel(false);
+    let t0 = Instant::now();
+    let scheduler = Scheduler::new(Arc::clone(&metrics), Arc::clone(&prober))
+        .with_wall_clock(t0, SystemTime::UNIX_EPOCH);
+    let task = tokio::spawn(scheduler.run(config_rx, stop_rx));
+    tokio::time::sleep(Duration::from_secs(45 * 60)).await;
+    let _ = stop.send(true);
+    task.await.unwrap();
+
+    let calls = prober.calls.lock().unwrap().clone();
+    let starts = |who: &str| -> Vec<Duration> {
+        calls
+            .iter()
+            .filter(|(name, _, _)| name == who)
+            .map(|(_, at, _)| *at - t0)
+            .collect()
+    };
+    let known = starts("known");
+    let wrong = starts("wrong");
+    // The known account: first within the start-up minute, then on every slot of its
+    // interval, never held up.
+    assert!(known.len() >= 44, "{known:?}");
+    assert!(known[0] <= Duration::from_secs(60), "{known:?}");
+    for pair in known.windows(2).skip(1) {
+        assert_eq!(pair[1] - pair[0], Duration::from_secs(60), "{known:?}");
+    }
+    // It tries PASS alone and reserves nothing.
+    let known_steps: Vec<Steps> = calls
+        .iter()
+        .filter(|(name, _, _)| name == "known")
+        .map(|(_, _, steps)| *steps)
+        .collect();
+    assert!(
+        known_steps
+            .iter()
+            .all(|s| s.preferred == Some(Method::Pass) && s.others == Some(0)),
+        "{known_steps:?}"
+    );
+    // The wrong password: each probe costs the whole budget (3 rejections and the aborted
+    // login), so the next waits until they leave the window.
+    assert!(wrong.len() >= 2, "{wrong:?}");
+    for pair in wrong.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_secs(10 * 60),
+            "{wrong:?}"
+        );
+    }
+    let budget = &metrics.budget().servers()[0];
+    assert_eq!(budget.charged, 4 * wrong.len() as u64);
 }
