@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use crate::config::FailureBudgetSettings;
 use crate::probe::{Steps, Target};
 use crate::schedule::Plan;
-use crate::verdict::{AttemptResult, Verdict};
+use crate::verdict::{AttemptResult, Protocol, Verdict};
 
 /// Failures are charged when the probe ends, a moment after the server logged them; they stay
 /// in the window this much longer than `window`, so the server's own count (timestamps to the
@@ -49,7 +49,7 @@ impl Need {
             return Need::Known;
         }
         let rungs = match target.auth_mode.pinned() {
-            Some(_) if target.protocol == crate::verdict::Protocol::Pop3 => 1,
+            Some(_) if target.protocol == Protocol::Pop3 => 1,
             _ => target.protocol.methods().len(),
         };
         Need::Unknown { rungs }
