@@ -41,6 +41,12 @@ pub const DEFAULT_TIMEOUT: Duration = crate::probe::DEFAULT_TIMEOUT;
 pub const DEFAULT_CONCURRENCY: usize = 64;
 /// Probes in flight against one server: a few, so a shared server never sees a login storm.
 pub const DEFAULT_PER_SERVER_CONCURRENCY: usize = 4;
+/// Failed logins per host and window unless configured: fail2ban's stock Dovecot jail bans
+/// an address at 5 failures within 10 minutes, so 4 in 10 minutes stays under it.
+pub const DEFAULT_FAILURE_BUDGET: FailureBudgetSettings = FailureBudgetSettings {
+    failures: 4,
+    window: Duration::from_secs(10 * 60),
+};
 /// Prefix of the environment variables that override the file, `__` separating the levels.
 pub const ENV_PREFIX: &str = "MAILBOX_EXPORTER";
 const ENV_SEPARATOR: &str = "__";
@@ -59,6 +65,11 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// More sockets than this would exhaust file descriptors long before helping.
 const MAX_CONCURRENCY: u64 = 100_000;
 const MAX_PER_SERVER_CONCURRENCY: u64 = 1_000;
+/// Shorter budget windows serve tests; a day is longer than any ban-finding window.
+const MIN_BUDGET_WINDOW: Duration = Duration::from_secs(1);
+const MAX_BUDGET_WINDOW: Duration = Duration::from_secs(24 * 3600);
+/// A budget this large is no budget.
+const MAX_BUDGET_FAILURES: u64 = 1_000_000;
 
 /// The file format, chosen by extension: `.toml` is TOML, anything else YAML.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +103,17 @@ pub struct Config {
     pub timeout: Duration,
     pub concurrency: usize,
     pub per_server_concurrency: usize,
+    /// The failed-login budget of each server; `None`: off (`failures: 0`).
+    pub failure_budget: Option<FailureBudgetSettings>,
     pub groups: Vec<Group>,
+}
+
+/// `failure_budget`: at most `failures` failed logins per host within any `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureBudgetSettings {
+    /// At least 2: one rung and the aborted login after it.
+    pub failures: u32,
+    pub window: Duration,
 }
 
 /// A group of accounts, e.g. the mailboxes feeding one contact-centre queue.
@@ -353,6 +374,7 @@ pub struct RawConfig {
     timeout: Option<Value>,
     concurrency: Option<Value>,
     per_server_concurrency: Option<Value>,
+    failure_budget: Option<Value>,
     defaults: Option<Lenient<RawDefaults>>,
     groups: Option<Lenient<Vec<Lenient<RawGroup>>>>,
     #[serde(flatten)]
@@ -572,6 +594,7 @@ impl Validator<'_> {
                 "timeout",
                 "concurrency",
                 "per_server_concurrency",
+                "failure_budget",
                 "defaults",
                 "groups",
             ],
@@ -604,6 +627,7 @@ impl Validator<'_> {
                 MAX_PER_SERVER_CONCURRENCY,
             )
             .unwrap_or(DEFAULT_PER_SERVER_CONCURRENCY);
+        let failure_budget = self.failure_budget(raw.failure_budget.as_ref());
 
         let builtin = Layer {
             protocol: Some(Protocol::Pop3),
@@ -622,6 +646,7 @@ impl Validator<'_> {
             timeout: global.timeout.unwrap_or(DEFAULT_TIMEOUT),
             concurrency,
             per_server_concurrency,
+            failure_budget,
             groups: Vec::new(),
         };
 
@@ -1194,6 +1219,84 @@ impl Validator<'_> {
                 None
             }
             Some(n) => usize::try_from(n).ok(),
+        }
+    }
+
+    /// `failure_budget: { failures: N, window: DURATION }`; either may be left out (the
+    /// default's is used), `failures: 0` turns the budget off.
+    fn failure_budget(&mut self, value: Option<&Value>) -> Option<FailureBudgetSettings> {
+        const FIELD: &str = "failure_budget";
+        let mut budget = DEFAULT_FAILURE_BUDGET;
+        let Some(value) = value else {
+            return Some(budget);
+        };
+        let Value::Object(map) = value else {
+            self.error(
+                "",
+                FIELD,
+                format!(
+                    "expected a mapping such as {{failures: 4, window: 10m}}, found {}",
+                    kind(value)
+                ),
+            );
+            return Some(budget);
+        };
+        for key in map.keys() {
+            if key != "failures" && key != "window" {
+                let key: String = key.chars().take(40).collect();
+                self.error(
+                    "",
+                    FIELD,
+                    format!("unknown key {key:?} (expected failures, window)"),
+                );
+            }
+        }
+        if let Some(window) = self.duration(
+            "",
+            "failure_budget.window",
+            map.get("window"),
+            MIN_BUDGET_WINDOW,
+            MAX_BUDGET_WINDOW,
+        ) {
+            budget.window = window;
+        }
+        let failures = match map.get("failures") {
+            None => return Some(budget),
+            Some(Value::Number(n)) => n.as_u64(),
+            Some(Value::String(s)) => s.trim().parse::<u64>().ok(),
+            Some(_) => None,
+        };
+        match failures {
+            Some(0) => None,
+            Some(1) => {
+                self.error(
+                    "",
+                    "failure_budget.failures",
+                    "1 leaves no room for a method and the aborted login after it: use 0 \
+                     (no budget) or at least 2",
+                );
+                Some(budget)
+            }
+            Some(n) if n <= MAX_BUDGET_FAILURES => {
+                budget.failures = u32::try_from(n).unwrap_or(u32::MAX);
+                Some(budget)
+            }
+            Some(n) => {
+                self.error(
+                    "",
+                    "failure_budget.failures",
+                    format!("{n} is too large (at most {MAX_BUDGET_FAILURES})"),
+                );
+                Some(budget)
+            }
+            None => {
+                self.error(
+                    "",
+                    "failure_budget.failures",
+                    "expected a whole number (0 turns the budget off)",
+                );
+                Some(budget)
+            }
         }
     }
 
@@ -2361,5 +2464,61 @@ groups:
         assert!(similar("auth_mode", "auth-mode"));
         assert!(similar("tls_verify", "TLS_VERIFY"));
         assert!(!similar("tls", "protocol"));
+    }
+
+    #[test]
+    fn failure_budget() {
+        assert_eq!(
+            yaml("").unwrap().failure_budget,
+            Some(DEFAULT_FAILURE_BUDGET)
+        );
+        let c = yaml("failure_budget: {failures: 6, window: 30m}\n").unwrap();
+        assert_eq!(
+            c.failure_budget,
+            Some(FailureBudgetSettings {
+                failures: 6,
+                window: Duration::from_secs(1800)
+            })
+        );
+        let c = yaml("failure_budget: {window: 20s}\n").unwrap();
+        assert_eq!(
+            c.failure_budget,
+            Some(FailureBudgetSettings {
+                failures: DEFAULT_FAILURE_BUDGET.failures,
+                window: Duration::from_secs(20)
+            })
+        );
+        assert_eq!(
+            yaml("failure_budget: {failures: 0}\n")
+                .unwrap()
+                .failure_budget,
+            None
+        );
+        let env = env(&[("MAILBOX_EXPORTER__FAILURE_BUDGET__FAILURES", "0")]);
+        let env: HashMap<String, String> = env.into_iter().collect();
+        let raw = RawConfig::parse("failure_budget: {failures: 5}\n", Format::Yaml, &env).unwrap();
+        assert_eq!(
+            raw.validate(Path::new(""), &env).unwrap().failure_budget,
+            None
+        );
+        assert_eq!(
+            errors("failure_budget: {failures: 1, window: 2d, ban: yes}\n"),
+            [
+                "failure_budget: unknown key \"ban\" (expected failures, window)",
+                "failure_budget.window: \"2d\" is out of range (1s to 1day)",
+                "failure_budget.failures: 1 leaves no room for a method and the aborted login \
+                 after it: use 0 (no budget) or at least 2",
+            ]
+        );
+        assert_eq!(
+            errors("failure_budget: 4\n"),
+            [
+                "failure_budget: expected a mapping such as {failures: 4, window: 10m}, found a number"
+            ]
+        );
+        assert_eq!(
+            errors("failure_budget: {failures: many}\n"),
+            ["failure_budget.failures: expected a whole number (0 turns the budget off)"]
+        );
     }
 }

@@ -13,6 +13,7 @@
 //! - [`cli`]: the command line and what its commands print.
 //! - [`logfmt`]: the logfmt log line format.
 //! - [`schedule`]: the scheduler and worker pool.
+//! - [`budget`]: the failed-login budget of each server.
 //! - [`state`]: one account's history and the pure rules that update it after a probe.
 //! - [`metrics`]: every account's state and its Prometheus exposition.
 //! - [`page`]: the HTML landing page and per-account pages.
@@ -23,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod conn;

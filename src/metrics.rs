@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::budget::{FailureBudget, ServerBudget};
 use crate::config::{Account, Config};
 use crate::probe::Target;
 use crate::schedule::{Ledger, Plan};
@@ -40,6 +41,7 @@ pub struct Metrics {
     epoch: Instant,
     /// The length of the last exposition, to size the next one.
     last_len: AtomicUsize,
+    budget: Arc<FailureBudget>,
 }
 
 #[derive(Default)]
@@ -193,6 +195,8 @@ pub struct AccountView {
     pub transcript: Vec<String>,
     /// The rungs the last probe tried (left empty by [`Metrics::accounts`]).
     pub attempts: Vec<Attempt>,
+    /// The server whose failed-login budget the account's probe waits for now.
+    pub budget_wait: Option<String>,
 }
 
 impl AccountView {
@@ -236,6 +240,7 @@ impl AccountView {
                 .filter(|_| detail)
                 .map(|v| v.attempts.clone())
                 .unwrap_or_default(),
+            budget_wait: None,
         }
     }
 }
@@ -256,6 +261,7 @@ impl Metrics {
             lag: Mutex::new(LagWindow::new()),
             epoch: Instant::now(),
             last_len: AtomicUsize::new(0),
+            budget: Arc::new(FailureBudget::new()),
         }
     }
 
@@ -314,6 +320,10 @@ impl Metrics {
         }
         let removed = old_accounts.len();
         drop(inner);
+        self.budget.configure(
+            config.failure_budget,
+            config.accounts().map(|account| &account.target),
+        );
         tracing::info!(added, changed, kept, removed, "accounts configured");
     }
 
@@ -328,10 +338,15 @@ impl Metrics {
 
     /// Every configured account, by group then name, without transcripts and attempts.
     pub fn accounts(&self) -> Vec<AccountView> {
+        let mut waiting = self.budget.waiting();
         self.read()
             .accounts
             .values()
-            .map(|entry| AccountView::new(entry, false))
+            .map(|entry| {
+                let mut view = AccountView::new(entry, false);
+                view.budget_wait = waiting.remove(&view.account);
+                view
+            })
             .collect()
     }
 
@@ -339,10 +354,18 @@ impl Metrics {
     pub fn account(&self, name: &str) -> Option<AccountView> {
         let inner = self.read();
         let key = inner.keys.get(name)?;
-        inner
+        let mut view = inner
             .accounts
             .get(key)
-            .map(|entry| AccountView::new(entry, true))
+            .map(|entry| AccountView::new(entry, true))?;
+        drop(inner);
+        view.budget_wait = self.budget.waiting().remove(name);
+        Some(view)
+    }
+
+    /// The failed-login budgets the scheduler keeps probes within.
+    pub fn budget(&self) -> &Arc<FailureBudget> {
+        &self.budget
     }
 
     /// The last configuration (re)load succeeded.
@@ -362,6 +385,7 @@ impl Metrics {
             .unwrap_or_else(PoisonError::into_inner)
             .max(self.lag_second(Instant::now()));
         let in_flight = self.in_flight.load(Ordering::Relaxed);
+        let budgets = self.budget.servers();
         let inner = self.read();
         // ~40 series of ~90 bytes per account until the first exposition tells.
         let estimate = match self.last_len.load(Ordering::Relaxed) {
@@ -371,6 +395,7 @@ impl Metrics {
         let mut out = String::with_capacity(estimate);
         // Writing to a String cannot fail.
         let _ = write_exposition(&mut out, &inner, in_flight, lag);
+        let _ = write_budgets(&mut out, &budgets);
         drop(inner);
         self.last_len.store(out.len(), Ordering::Relaxed);
         out
@@ -442,6 +467,10 @@ impl Ledger for Metrics {
 
     fn probe_finished(&self) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn failure_budget(&self) -> Option<Arc<FailureBudget>> {
+        Some(Arc::clone(&self.budget))
     }
 
     fn schedule_lag(&self, lag: Duration) {
@@ -830,6 +859,43 @@ fn write_exposition(out: &mut String, inner: &Inner, in_flight: i64, lag: f64) -
     )?;
     unlabelled(out, name, lag);
     Ok(())
+}
+
+/// The per-server failed-login budget families; none while the budget is off.
+fn write_budgets(out: &mut String, budgets: &[ServerBudget]) -> fmt::Result {
+    if budgets.is_empty() {
+        return Ok(());
+    }
+    let mut family = |name: &str, kind: &str, help: &str, value: &dyn Fn(&ServerBudget) -> u64| {
+        header(out, name, kind, help)?;
+        for b in budgets {
+            let mut labels = String::from("server=\"");
+            escape_label_into(&mut labels, &b.server);
+            labels.push('"');
+            series(out, name, &labels, &[], value(b));
+        }
+        Ok::<(), fmt::Error>(())
+    };
+    family(
+        "mailbox_exporter_server_failure_budget_remaining",
+        "gauge",
+        "Failed logins the server's budget still allows within its window, after what probes \
+         under way have reserved.",
+        &|b| u64::from(b.remaining),
+    )?;
+    family(
+        "mailbox_exporter_server_failure_budget_waiting_probes",
+        "gauge",
+        "Probes waiting for room in the server's failed-login budget.",
+        &|b| u64::from(b.waiting),
+    )?;
+    family(
+        "mailbox_exporter_server_failed_logins_total",
+        "counter",
+        "Failed logins charged to the server's budget: rejected or unanswered methods, and \
+         probes that ended without a login after one.",
+        &|b| b.charged,
+    )
 }
 
 #[cfg(test)]

@@ -130,6 +130,15 @@ fn flags_into(out: &mut String, view: &AccountView) {
             view.backoff_factor
         );
     }
+    if let Some(server) = &view.budget_wait {
+        out.push_str(
+            "<span class=\"flag\" title=\"the next probe may try methods not known to work, \
+             and waits until the server's failed-login budget has room\">waiting for the \
+             failure budget of ",
+        );
+        escape_into(out, server);
+        out.push_str("</span>");
+    }
 }
 
 fn method_into(out: &mut String, view: &AccountView) {
@@ -406,6 +415,7 @@ mod tests {
             phases: Phases::default(),
             transcript: Vec::new(),
             attempts: Vec::new(),
+            budget_wait: None,
         }
     }
 
@@ -557,5 +567,23 @@ mod tests {
         let idle = account_page(&view("support", "fresh"));
         assert!(idle.contains("Not probed yet."));
         assert!(!idle.contains("<pre>"));
+    }
+
+    #[test]
+    fn a_probe_waiting_for_the_failure_budget_says_so() {
+        let mut waiting = view("support", "new-inbox");
+        waiting.budget_wait = Some("mail.<example>.com".into());
+        let pages = [
+            landing(std::slice::from_ref(&waiting), &info()),
+            account_page(&waiting),
+        ];
+        for page in &pages {
+            assert!(
+                page.contains("waiting for the failure budget of mail.&lt;example&gt;.com"),
+                "{page}"
+            );
+        }
+        let page = landing(&[view("support", "other")], &info());
+        assert!(!page.contains("waiting for the failure budget"));
     }
 }

@@ -39,8 +39,9 @@ use tokio::sync::watch;
 use tokio::task::{AbortHandle, Id, JoinError, JoinSet};
 use tokio::time::Instant;
 
+use crate::budget::{Admission, FailureBudget};
 use crate::config::{Account, Config};
-use crate::probe::{self, Target};
+use crate::probe::{self, Meter, MethodSet, Steps, Target};
 use crate::tls::Connectors;
 use crate::verdict::{Method, Verdict};
 
@@ -53,6 +54,8 @@ use limit::Limit;
 pub struct Plan {
     /// The method that worked last time: tried first.
     pub preferred: Option<Method>,
+    /// Methods rejected since they last worked: tried after every other one.
+    pub rejected: MethodSet,
     /// The account's interval is multiplied by this (1 = no backoff) after consecutive
     /// credential rejections, so that the exporter never locks a mailbox out.
     pub backoff_factor: u32,
@@ -62,6 +65,7 @@ impl Default for Plan {
     fn default() -> Self {
         Plan {
             preferred: None,
+            rejected: MethodSet::EMPTY,
             backoff_factor: 1,
         }
     }
@@ -77,6 +81,10 @@ pub trait Ledger: Send + Sync + 'static {
     fn probe_finished(&self);
     /// How late a probe started, compared with when it was due.
     fn schedule_lag(&self, lag: Duration);
+    /// The failed-login budgets probes must stay within; `None`: no budget.
+    fn failure_budget(&self) -> Option<Arc<FailureBudget>> {
+        None
+    }
 }
 
 /// The first probe of an account comes within `min(interval, STARTUP_WINDOW)` of start-up (or
@@ -102,6 +110,20 @@ pub trait Prober: Send + Sync + 'static {
     /// A new configuration is in force: probes started from now on must not use anything the
     /// prober derived from files the old one named.
     fn config_changed(&self) {}
+
+    /// Probes `target` walking its ladder as `steps` say. Probers that only script verdicts
+    /// may ignore everything but the preferred method.
+    fn probe_steps(&self, target: Target, steps: Steps) -> ProbeFuture {
+        self.probe(target, steps.preferred)
+    }
+
+    /// [`Prober::probe_steps`], counting the rungs the probe starts on `meter`, so that a
+    /// probe dropped under way is charged to the failed-login budget for what it may have
+    /// sent. Probers that only script verdicts may ignore it.
+    fn probe_metered(&self, target: Target, steps: Steps, meter: Meter) -> ProbeFuture {
+        let _ = meter;
+        self.probe_steps(target, steps)
+    }
 }
 
 /// Logs in over the network with [`probe::probe_with`], sharing its TLS connectors between
@@ -114,12 +136,23 @@ pub struct NetworkProber {
 impl Prober for NetworkProber {
     fn probe(&self, target: Target, preferred: Option<Method>) -> ProbeFuture {
         let connectors = self.connectors.clone();
-        Box::pin(async move { probe::probe_with(&target, preferred, &connectors).await })
+        Box::pin(async move {
+            probe::probe_with(&target, Steps::preferring(preferred), &connectors).await
+        })
     }
 
     /// CA files may have been renewed: the next probes build their connectors afresh.
     fn config_changed(&self) {
         self.connectors.forget();
+    }
+
+    fn probe_steps(&self, target: Target, steps: Steps) -> ProbeFuture {
+        self.probe_metered(target, steps, Meter::default())
+    }
+
+    fn probe_metered(&self, target: Target, steps: Steps, meter: Meter) -> ProbeFuture {
+        let connectors = self.connectors.clone();
+        Box::pin(async move { probe::probe_metered(&target, steps, &connectors, &meter).await })
     }
 }
 
@@ -289,6 +322,11 @@ impl<L: Ledger, P: Prober> Scheduler<L, P> {
     /// per-server limit, gives the slot back while it waits for the server: that wait is the
     /// server's slowness (or the per-server limit at work), not the pool's, and is not lag.
     /// So the lag measures whether the pool as a whole keeps up.
+    ///
+    /// Failed-login budget: before any permit, a probe that may try methods not known to
+    /// work waits for room in its server's budget ([`crate::budget`]). That wait is the budget
+    /// at work, shown by its own metrics and on the pages, and is not lag either; probes whose
+    /// first method is known to work never wait for it.
     ///
     /// Shutdown: no probe starts after `shutdown` fires (probes still waiting for a permit are
     /// dropped). Probes in flight may finish, to log out politely, for up to the longest
@@ -727,7 +765,16 @@ async fn probe_when_permitted<L: Ledger, P: Prober>(
     cancelled: Arc<AtomicBool>,
 ) -> Option<u32> {
     let queued = Instant::now();
+    let plan = ledger.plan(&account.name);
+    let budget = ledger.failure_budget();
     let permits = async {
+        // The failed-login budget comes first: a probe waiting for it holds no permit that
+        // accounts with a method known to work need. That wait is the budget at work, shown
+        // by its own metric, and is not lag.
+        let admission = match &budget {
+            Some(budget) => Some(budget.admit(&account.name, &account.target, &plan).await),
+            None => None,
+        };
         // The pool slot is asked for first, so that a pool that cannot keep up shows as lag;
         // when the account's server is at its own limit, the slot is given back while
         // waiting for the server, so a slow or dead server never holds slots that other
@@ -736,16 +783,16 @@ async fn probe_when_permitted<L: Ledger, P: Prober>(
         let slot = global.acquire().await;
         let mut pool_wait = asked.elapsed();
         if let Some(server_permit) = server.try_acquire() {
-            return (server_permit, slot, pool_wait);
+            return (server_permit, slot, pool_wait, admission);
         }
         drop(slot);
         let server_permit = server.acquire().await;
         let asked = Instant::now();
         let slot = global.acquire().await;
         pool_wait += asked.elapsed();
-        (server_permit, slot, pool_wait)
+        (server_permit, slot, pool_wait, admission)
     };
-    let (_server, _global, pool_wait) = tokio::select! {
+    let (_server, _global, pool_wait, mut admission) = tokio::select! {
         biased;
         _ = stop.wait_for(|stop| *stop) => return None,
         permits = permits => permits,
@@ -754,13 +801,26 @@ async fn probe_when_permitted<L: Ledger, P: Prober>(
         return None;
     }
     // Late by the time the task started after its due time, plus the time it waited for a
-    // pool slot.
+    // pool slot (not for the budget).
     let dispatch = queued.saturating_duration_since(due);
     ledger.schedule_lag(dispatch + pool_wait);
-    let plan = ledger.plan(&account.name);
+    let steps = match admission.as_mut() {
+        Some(admission) => admission.start(),
+        None => Steps {
+            preferred: plan.preferred,
+            last: plan.rejected,
+            others: None,
+        },
+    };
     let in_flight = InFlight::new(&*ledger);
-    let verdict = prober.probe(account.target.clone(), plan.preferred).await;
+    let meter = admission.as_ref().map(Admission::meter).unwrap_or_default();
+    let verdict = prober
+        .probe_metered(account.target.clone(), steps, meter)
+        .await;
     drop(in_flight);
+    if let Some(admission) = admission {
+        admission.settle(&verdict);
+    }
     ledger.record(&account, verdict, SystemTime::now());
     Some(ledger.plan(&account.name).backoff_factor)
 }
@@ -800,6 +860,7 @@ mod tests {
             timeout: Duration::from_secs(30),
             concurrency,
             per_server_concurrency: per_server,
+            failure_budget: None,
             groups: vec![Group {
                 name: "support".into(),
                 accounts,
@@ -1249,6 +1310,7 @@ mod tests {
         let plan = Plan {
             preferred: Some(Method::Apop),
             backoff_factor: 4,
+            ..Plan::default()
         };
         let run = Running::start(
             config(names.clone(), 64, 64),

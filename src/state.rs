@@ -4,6 +4,7 @@
 use std::fmt;
 use std::time::SystemTime;
 
+use crate::probe::MethodSet;
 use crate::schedule::Plan;
 use crate::verdict::{AttemptResult, Method, Reason, Verdict};
 
@@ -27,13 +28,22 @@ pub struct LastProbe {
 ///   next probe tries it first and so no longer needs to fall back, but the server still
 ///   advertises a method it cannot verify). A failure with reason `auth_rejected` forgets the
 ///   method, so that the next probe walks the whole ladder; other failures (timeouts, a busy
-///   server, connection trouble) say nothing about the method and keep it.
+///   server, connection trouble) say nothing about the method and keep it, unless the
+///   remembered method itself was rejected, or is no longer offered
+///   (`mechanism_unavailable`).
+/// - **Rejected rungs.** Every method a probe saw rejected is remembered as such (also when
+///   the probe then failed, e.g. timed out on a server that delays each rejection) until it
+///   logs in or the account's settings change. The next probe tries those rungs only after
+///   every other one ([`Plan::rejected`]), so the ladder reaches the rung that works within
+///   the timeout, or on the next probe, and then goes straight to it.
 /// - **Fallback** (`mailbox_auth_fallback`) is 1 while the remembered method was reached by
 ///   falling back, else 0; in particular 0 after an `auth_rejected` failure, where every rung
 ///   failed and pinning a method would not help.
-/// - **Backoff.** Only `auth_rejected` counts towards it: `plaintext_disallowed` and
-///   `mechanism_unavailable` never send a credential, and a busy server or a timeout is not
-///   the user's fault. After `n` rejections in a row the interval is multiplied by
+/// - **Backoff.** Only rejected credentials count towards it: `auth_rejected`, and a probe
+///   that saw a rung rejected before it failed otherwise (a timeout or hang-up mid-ladder:
+///   those rejections were failed logins all the same). `plaintext_disallowed` and
+///   `mechanism_unavailable` never send a credential, and a busy server or a timeout without
+///   a rejection is not the user's fault. After `n` rejections in a row the interval is multiplied by
 ///   `2^(n-1)` (1 for `n <= 1`), capped at [`MAX_BACKOFF_FACTOR`]; any other outcome ends
 ///   the streak.
 /// - **Certificate expiry** is the one the last TLS handshake reported; probes that did not
@@ -54,6 +64,8 @@ pub struct AccountState {
     cert_expiry: Option<i64>,
     remembered: Option<Method>,
     remembered_by_fallback: bool,
+    /// Methods rejected since they last worked.
+    rejected: MethodSet,
     /// The advice of the probe that fell back ("pin auth_mode: PASS"): later probes go
     /// straight to the remembered method and no longer see the rejection themselves.
     fallback_advice: Option<String>,
@@ -136,8 +148,17 @@ impl AccountState {
             Some(prev) => changes.extend(outcome_change(&prev.verdict, &verdict)),
         }
 
+        let mut rejected_now = false;
         for attempt in &verdict.attempts {
             self.attempts[method_index(attempt.method)][result_index(attempt.result)] += 1;
+            match attempt.result {
+                AttemptResult::Rejected => {
+                    rejected_now = true;
+                    self.rejected.insert(attempt.method);
+                }
+                AttemptResult::Success => self.rejected.remove(attempt.method),
+                AttemptResult::Error => {}
+            }
         }
         self.probes += 1;
         if verdict.success {
@@ -159,13 +180,21 @@ impl AccountState {
             let reason = verdict.reason.unwrap_or(Reason::Protocol);
             self.failures[reason_index(reason)] += 1;
             self.consecutive_failures += 1;
-            if reason == Reason::AuthRejected {
+            let no_credentials = matches!(
+                reason,
+                Reason::PlaintextDisallowed | Reason::MechanismUnavailable
+            );
+            if reason == Reason::AuthRejected || (rejected_now && !no_credentials) {
                 self.consecutive_rejections = self.consecutive_rejections.saturating_add(1);
+            } else {
+                self.consecutive_rejections = 0;
+            }
+            let method_gone = self.remembered.is_some_and(|m| self.rejected.contains(m))
+                || reason == Reason::MechanismUnavailable;
+            if reason == Reason::AuthRejected || method_gone {
                 self.remembered = None;
                 self.remembered_by_fallback = false;
                 self.fallback_advice = None;
-            } else {
-                self.consecutive_rejections = 0;
             }
         }
         if verdict.cert_expiry.is_some() {
@@ -191,6 +220,7 @@ impl AccountState {
         self.remembered = None;
         self.remembered_by_fallback = false;
         self.fallback_advice = None;
+        self.rejected = MethodSet::EMPTY;
         self.consecutive_rejections = 0;
         self.cert_expiry = None;
     }
@@ -199,6 +229,7 @@ impl AccountState {
     pub fn plan(&self) -> Plan {
         Plan {
             preferred: self.remembered,
+            rejected: self.rejected,
             backoff_factor: self.backoff_factor(),
         }
     }
@@ -234,6 +265,11 @@ impl AccountState {
 
     pub fn remembered(&self) -> Option<Method> {
         self.remembered
+    }
+
+    /// Methods rejected since they last worked: see the policy on [`AccountState`].
+    pub fn rejected(&self) -> MethodSet {
+        self.rejected
     }
 
     pub fn attempts(&self, method: Method, result: AttemptResult) -> u64 {
@@ -583,5 +619,112 @@ pub(crate) mod tests {
         assert_eq!(s.cert_expiry(), None);
         assert_eq!(s.remembered(), None);
         assert_eq!(s.attempts(Method::Pass, AttemptResult::Success), 1);
+    }
+
+    /// A server that delays each rejection until the probe times out: APOP rejected, CRAM-MD5
+    /// unanswered.
+    fn trap_timed_out() -> Verdict {
+        failure(
+            Reason::Timeout,
+            vec![
+                attempt(Method::Apop, AttemptResult::Rejected),
+                attempt(Method::CramMd5, AttemptResult::Error),
+            ],
+        )
+    }
+
+    #[test]
+    fn rejected_rungs_go_last_until_they_work() {
+        let mut s = AccountState::new();
+        s.observe(trap_timed_out(), at(1));
+        let plan = s.plan();
+        assert_eq!(plan.preferred, None);
+        assert_eq!(plan.rejected.iter().collect::<Vec<_>>(), vec![Method::Apop]);
+
+        // The next probe reaches PASS past a rejected CRAM-MD5: both are remembered.
+        s.observe(
+            success(
+                Method::Pass,
+                true,
+                vec![
+                    attempt(Method::CramMd5, AttemptResult::Rejected),
+                    attempt(Method::Pass, AttemptResult::Success),
+                ],
+            ),
+            at(2),
+        );
+        let plan = s.plan();
+        assert_eq!(plan.preferred, Some(Method::Pass));
+        assert_eq!(
+            plan.rejected.iter().collect::<Vec<_>>(),
+            vec![Method::Apop, Method::CramMd5]
+        );
+
+        // A rung that works again is no longer held back; new settings forget them all.
+        s.observe(
+            success(
+                Method::Apop,
+                false,
+                vec![attempt(Method::Apop, AttemptResult::Success)],
+            ),
+            at(3),
+        );
+        assert_eq!(
+            s.plan().rejected.iter().collect::<Vec<_>>(),
+            vec![Method::CramMd5]
+        );
+        s.reset_memory();
+        assert!(s.plan().rejected.is_empty());
+    }
+
+    #[test]
+    fn a_timeout_after_rejections_keeps_the_backoff_going() {
+        let mut s = AccountState::new();
+        s.observe(rejected(), at(1));
+        s.observe(rejected(), at(2));
+        assert_eq!(s.backoff_factor(), 2);
+        s.observe(trap_timed_out(), at(3));
+        assert_eq!(s.consecutive_rejections(), 3);
+        assert_eq!(s.backoff_factor(), 4);
+        // A timeout that rejected nothing is not the user's fault.
+        s.observe(failure(Reason::Timeout, vec![]), at(4));
+        assert_eq!(s.backoff_factor(), 1);
+        // Nor is a plaintext refusal, which sent no credential.
+        s.observe(rejected(), at(5));
+        s.observe(rejected(), at(6));
+        s.observe(
+            failure(
+                Reason::PlaintextDisallowed,
+                vec![attempt(Method::Pass, AttemptResult::Rejected)],
+            ),
+            at(7),
+        );
+        assert_eq!(s.backoff_factor(), 1);
+    }
+
+    #[test]
+    fn a_remembered_method_that_is_rejected_or_gone_is_forgotten() {
+        let mut s = AccountState::new();
+        s.observe(pass_ok(), at(1));
+        s.observe(
+            failure(
+                Reason::Timeout,
+                vec![
+                    attempt(Method::Pass, AttemptResult::Rejected),
+                    attempt(Method::Apop, AttemptResult::Error),
+                ],
+            ),
+            at(2),
+        );
+        assert_eq!(s.plan().preferred, None);
+
+        s.observe(pass_ok(), at(3));
+        s.observe(failure(Reason::MechanismUnavailable, vec![]), at(4));
+        assert_eq!(s.plan().preferred, None);
+
+        // A timeout that says nothing about the method keeps it.
+        s.observe(pass_ok(), at(5));
+        s.observe(failure(Reason::Timeout, vec![]), at(6));
+        assert_eq!(s.plan().preferred, Some(Method::Pass));
     }
 }

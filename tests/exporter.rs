@@ -64,7 +64,9 @@ fn account(name: &str, protocol: Protocol, tls: TlsMode, port: u16, extra: &str)
 }
 
 fn config(header: &str, groups: &[(&str, String)]) -> String {
-    let mut text = format!("{header}\ngroups:\n");
+    // These servers share 127.0.0.1 and fail logins on purpose, many a minute: no failed-login
+    // budget here (tests/lockout.rs tests it).
+    let mut text = format!("{header}\nfailure_budget: {{failures: 0}}\ngroups:\n");
     for (name, accounts) in groups {
         text.push_str(&format!("  - name: {name}\n    accounts:\n{accounts}"));
     }

@@ -520,7 +520,10 @@ impl Lab {
             )
         };
         let mut yaml = format!(
-            "interval: {}s\ntimeout: 500ms\ndefaults:\n  ca_file: {:?}\ngroups:\n",
+            "interval: {}s\ntimeout: 500ms\n\
+             # Wrong passwords on purpose, every few seconds: a budget that holds nothing back.\n\
+             failure_budget: {{failures: 1000, window: 1m}}\n\
+             defaults:\n  ca_file: {:?}\ngroups:\n",
             PROBE_INTERVAL.as_secs(),
             self.dir.path().join("ca.pem").display().to_string()
         );

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use mailbox_exporter::probe::{self, Target, TlsSettings};
+use mailbox_exporter::probe::{self, Steps, Target, TlsSettings};
 use mailbox_exporter::proto::sasl;
 use mailbox_exporter::secret::Password;
 use mailbox_exporter::sim::{Behavior, BusyCode, SimServer, SimSpec, TlsDemand, sim_certificate};
@@ -106,7 +106,7 @@ async fn no_verdict_of_any_failure_mode_contains_the_password() {
                         let context = format!("{protocol} {behavior:?} tls {tls} {auth_mode}");
                         let connectors = connectors.clone();
                         probes.spawn(async move {
-                            let v = probe::probe_with(&target, None, &connectors).await;
+                            let v = probe::probe_with(&target, Steps::default(), &connectors).await;
                             assert_clean(&context, &format!("{v:?}"));
                             assert_clean(&context, &serde_json::to_string(&v).unwrap());
                             assert_clean(&context, &format!("{target:?}"));

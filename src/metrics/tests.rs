@@ -28,6 +28,7 @@ fn config(accounts: Vec<Account>) -> Config {
         timeout: Duration::from_secs(30),
         concurrency: 64,
         per_server_concurrency: 4,
+        failure_budget: None,
         groups,
     }
 }
@@ -758,4 +759,98 @@ fn render_10k_accounts_timing() {
         "render: 10,000 accounts, {series} series, {} bytes: first {first:?}, then {each:?} each",
         text.len()
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_failure_budget_of_each_server_is_exposed_and_waiting_accounts_are_flagged() {
+    let m = Metrics::new();
+    let mut other = account("support", "other-host", Protocol::Pop3);
+    other.target.host = "imap.example.com".into();
+    let mut cfg = config(vec![
+        account("support", "support-inbox", Protocol::Pop3),
+        account("support", "support-new", Protocol::Pop3),
+        other,
+    ]);
+    cfg.failure_budget = Some(crate::config::DEFAULT_FAILURE_BUDGET);
+    m.apply_config(&cfg);
+    let text = m.render();
+    for server in ["imap.example.com", "mail.example.com"] {
+        let labels = format!("{{server=\"{server}\"}}");
+        assert_eq!(
+            get(
+                &text,
+                &format!("mailbox_exporter_server_failure_budget_remaining{labels}")
+            ),
+            4.0
+        );
+        assert_eq!(
+            get(
+                &text,
+                &format!("mailbox_exporter_server_failure_budget_waiting_probes{labels}")
+            ),
+            0.0
+        );
+        assert_eq!(
+            get(
+                &text,
+                &format!("mailbox_exporter_server_failed_logins_total{labels}")
+            ),
+            0.0
+        );
+    }
+
+    // One new account walks the ladder; the next waits, and says so.
+    let budget = Arc::clone(m.budget());
+    let inbox = cfg.accounts().next().unwrap().clone();
+    let mut first = budget
+        .admit("support-inbox", &inbox.target, &m.plan("support-inbox"))
+        .await;
+    first.start();
+    let waiting = {
+        let budget = Arc::clone(&budget);
+        let target = inbox.target.clone();
+        tokio::spawn(async move { budget.admit("support-new", &target, &Plan::default()).await })
+    };
+    tokio::task::yield_now().await;
+    let text = m.render();
+    let mail = "{server=\"mail.example.com\"}";
+    assert_eq!(
+        get(
+            &text,
+            &format!("mailbox_exporter_server_failure_budget_remaining{mail}")
+        ),
+        0.0
+    );
+    assert_eq!(
+        get(
+            &text,
+            &format!("mailbox_exporter_server_failure_budget_waiting_probes{mail}")
+        ),
+        1.0
+    );
+    let views = m.accounts();
+    let flagged: Vec<_> = views
+        .iter()
+        .filter_map(|v| Some((v.account.as_str(), v.budget_wait.as_deref()?)))
+        .collect();
+    assert_eq!(flagged, vec![("support-new", "mail.example.com")]);
+    assert_eq!(
+        m.account("support-new").and_then(|v| v.budget_wait),
+        Some("mail.example.com".into())
+    );
+    first.settle(&trap());
+    waiting.abort();
+    let text = m.render();
+    assert_eq!(
+        get(
+            &text,
+            &format!("mailbox_exporter_server_failed_logins_total{mail}")
+        ),
+        1.0
+    );
+
+    // Turned off: no budget series at all.
+    cfg.failure_budget = None;
+    m.apply_config(&cfg);
+    assert!(!m.render().contains("failure_budget"));
 }

@@ -11,6 +11,8 @@ mod imap;
 mod pop3;
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -32,6 +34,90 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a polite QUIT/LOGOUT may take once the verdict is known.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A small set of methods, e.g. the rungs an account had rejected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct MethodSet(u8);
+
+impl MethodSet {
+    pub const EMPTY: MethodSet = MethodSet(0);
+
+    fn bit(m: Method) -> u8 {
+        1 << Method::ALL.iter().position(|&x| x == m).unwrap_or(0)
+    }
+
+    pub fn contains(self, m: Method) -> bool {
+        self.0 & Self::bit(m) != 0
+    }
+
+    pub fn insert(&mut self, m: Method) {
+        self.0 |= Self::bit(m);
+    }
+
+    pub fn remove(&mut self, m: Method) {
+        self.0 &= !Self::bit(m);
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The members, in [`Method::ALL`] order.
+    pub fn iter(self) -> impl Iterator<Item = Method> {
+        Method::ALL.into_iter().filter(move |&m| self.contains(m))
+    }
+}
+
+impl FromIterator<Method> for MethodSet {
+    fn from_iter<I: IntoIterator<Item = Method>>(iter: I) -> Self {
+        let mut set = MethodSet::EMPTY;
+        for m in iter {
+            set.insert(m);
+        }
+        set
+    }
+}
+
+/// How many rungs a probe has started so far, readable from outside while it runs: a probe
+/// dropped under way (a reload cancelled it) leaves no verdict, and what it may have cost the
+/// server's failed-login budget is read from here instead.
+#[derive(Debug, Clone, Default)]
+pub struct Meter(Arc<AtomicU32>);
+
+impl Meter {
+    /// Rungs started: each sent, or was about to send, a credential.
+    pub fn rungs_started(&self) -> u32 {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn start_rung(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// How a probe walks its ladder, decided from the account's history and the server's
+/// failure budget.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Steps {
+    /// The method that worked last time: tried first.
+    pub preferred: Option<Method>,
+    /// Rungs rejected by earlier probes: tried only after every other rung, so a server that
+    /// delays each rejection cannot keep the ladder from the rung that works.
+    pub last: MethodSet,
+    /// How many rungs besides a first `preferred` one the probe may try (each may cost a
+    /// failed login); `None`: every rung.
+    pub others: Option<usize>,
+}
+
+impl Steps {
+    /// The whole ladder, `preferred` first.
+    pub fn preferring(preferred: Option<Method>) -> Steps {
+        Steps {
+            preferred,
+            ..Steps::default()
+        }
+    }
+}
 
 /// TLS settings of one account.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -216,7 +302,12 @@ pub(crate) struct Session<'a> {
     pub target: &'a Target,
     /// Where TLS connectors come from: the prober's cache, shared by its probes.
     connectors: &'a Connectors,
+    meter: &'a Meter,
     pub preferred: Option<Method>,
+    /// See [`Steps::last`].
+    last: MethodSet,
+    /// See [`Steps::others`].
+    others: Option<usize>,
     deadline: Instant,
     pub phases: Phases,
     pub attempts: Vec<Attempt>,
@@ -224,22 +315,28 @@ pub(crate) struct Session<'a> {
     pub cert_expiry: Option<i64>,
     /// The server offered OAuth2 mechanisms (a hint for the advice when passwords fail).
     pub oauth_offered: bool,
+    /// Offered rungs moved to the end because earlier probes saw them rejected.
+    held_back: Vec<Method>,
     /// Held here while no connection is open.
     transcript: Transcript,
 }
 
 impl<'a> Session<'a> {
-    fn new(target: &'a Target, preferred: Option<Method>, connectors: &'a Connectors) -> Self {
+    fn new(target: &'a Target, steps: Steps, connectors: &'a Connectors, meter: &'a Meter) -> Self {
         Session {
             target,
             connectors,
-            preferred,
+            meter,
+            preferred: steps.preferred,
+            last: steps.last,
+            others: steps.others,
             deadline: Instant::now() + target.timeout,
             phases: Phases::default(),
             attempts: Vec::new(),
             cleartext: false,
             cert_expiry: None,
             oauth_offered: false,
+            held_back: Vec::new(),
             transcript: Transcript::new(&target.password),
         }
     }
@@ -401,19 +498,29 @@ pub(crate) fn cram_md5_answer(
 /// own (the `probe` command). Whatever probes repeatedly keeps a cache and calls
 /// [`probe_with`].
 pub async fn probe(target: &Target, preferred: Option<Method>) -> Verdict {
-    probe_with(target, preferred, &Connectors::new()).await
+    probe_steps(target, Steps::preferring(preferred)).await
 }
 
-/// Runs one probe, taking TLS connectors from `connectors`. `preferred` is the method that
-/// worked last time: BEST tries it first and walks the rest of the ladder only when it no
-/// longer works.
-pub async fn probe_with(
+/// Runs one probe that walks its ladder as `steps` say, with TLS connectors of its own.
+pub async fn probe_steps(target: &Target, steps: Steps) -> Verdict {
+    probe_with(target, steps, &Connectors::new()).await
+}
+
+/// Runs one probe that walks its ladder as `steps` say, taking TLS connectors from
+/// `connectors`: for whatever probes repeatedly.
+pub async fn probe_with(target: &Target, steps: Steps, connectors: &Connectors) -> Verdict {
+    probe_metered(target, steps, connectors, &Meter::default()).await
+}
+
+/// [`probe_with`], counting the rungs it starts on `meter`.
+pub async fn probe_metered(
     target: &Target,
-    preferred: Option<Method>,
+    steps: Steps,
     connectors: &Connectors,
+    meter: &Meter,
 ) -> Verdict {
     let started = Instant::now();
-    let mut s = Session::new(target, preferred, connectors);
+    let mut s = Session::new(target, steps, connectors, meter);
     let outcome = match credentials_problem(target) {
         Some(e) => Err(e),
         None => match target.protocol {
@@ -439,7 +546,7 @@ fn credentials_problem(target: &Target) -> Option<ProbeError> {
 
 async fn ladder<D: Dialect>(s: &mut Session<'_>, d: &D) -> Result<Option<Method>, ProbeError> {
     let mut link = d.open(s).await?;
-    let rungs = match d.plan(s, &link) {
+    let rungs = match d.plan(s, &link).and_then(|rungs| order(s, rungs)) {
         Ok(rungs) => rungs,
         Err(e) => {
             d.goodbye(&mut link, s.goodbye_deadline()).await;
@@ -458,6 +565,7 @@ async fn ladder<D: Dialect>(s: &mut Session<'_>, d: &D) -> Result<Option<Method>
     let mut i = 0;
     while i < rungs.len() {
         let method = rungs[i];
+        s.meter.start_rung();
         match d.attempt(s, &mut link, method).await {
             RungEnd::Success => {
                 s.record(method, AttemptResult::Success);
@@ -492,6 +600,50 @@ async fn ladder<D: Dialect>(s: &mut Session<'_>, d: &D) -> Result<Option<Method>
     Err(combine(rejections))
 }
 
+/// The dialect's rungs as the account's history and the failure budget want them: rungs
+/// rejected before go last, and past a first preferred rung at most `others` rungs are tried.
+fn order(s: &mut Session<'_>, rungs: Vec<Method>) -> Result<Vec<Method>, ProbeError> {
+    let offered = rungs.len();
+    let keep_first = |i: usize, m: Method| i == 0 && Some(m) == s.preferred;
+    let mut last = Vec::new();
+    let mut ordered = Vec::with_capacity(offered);
+    for (i, m) in rungs.into_iter().enumerate() {
+        if s.last.contains(m) && !keep_first(i, m) {
+            last.push(m);
+        } else {
+            ordered.push(m);
+        }
+    }
+    let mut rungs = ordered;
+    if !rungs.is_empty() {
+        s.held_back.clone_from(&last);
+    }
+    rungs.extend(last);
+    let Some(others) = s.others else {
+        return Ok(rungs);
+    };
+    let free = usize::from(rungs.first().is_some_and(|&m| Some(m) == s.preferred));
+    rungs.truncate(free + others);
+    // A method known to work is tried alone by design; a note is for a ladder the budget cut.
+    if free == 0 && rungs.len() < offered {
+        let skipped = offered - rungs.len();
+        s.note(&format!(
+            "{skipped} more method(s) not tried: the server's failed-login budget does not cover them"
+        ));
+    }
+    if rungs.is_empty() && offered > 0 {
+        let detail = match s.preferred {
+            Some(p) => format!(
+                "{p}, the method that worked before, is not offered now; the other methods \
+                 are tried by a later probe, within the server's failed-login budget"
+            ),
+            None => "no method tried: the server's failed-login budget is spent".into(),
+        };
+        return Err(ProbeError::MechanismUnavailable(detail));
+    }
+    Ok(rungs)
+}
+
 /// One error for a ladder whose every rung was refused: plaintext refusals only when nothing
 /// else was said, otherwise the credentials.
 fn combine(rejections: Vec<(Method, ProbeError)>) -> ProbeError {
@@ -518,6 +670,7 @@ fn finish(s: Session<'_>, outcome: Result<Option<Method>, ProbeError>) -> Verdic
         cleartext,
         cert_expiry,
         oauth_offered,
+        held_back,
         transcript,
         ..
     } = s;
@@ -525,7 +678,19 @@ fn finish(s: Session<'_>, outcome: Result<Option<Method>, ProbeError>) -> Verdic
         Ok(method) => (true, method, None),
         Err(e) => (false, None, Some(e)),
     };
-    let fallback = success && attempts.iter().any(|a| a.result == AttemptResult::Rejected);
+    // Logging in past rungs held back because earlier probes saw them rejected is falling
+    // back too, although this probe did not try them: the advice names them as rejected.
+    let held_back: Vec<Attempt> = held_back
+        .into_iter()
+        .filter(|&m| success && Some(m) != method)
+        .map(|m| Attempt {
+            method: m,
+            result: AttemptResult::Rejected,
+        })
+        .collect();
+    let fallback = success
+        && (!held_back.is_empty() || attempts.iter().any(|a| a.result == AttemptResult::Rejected));
+    let advice_attempts: Vec<Attempt> = held_back.iter().chain(&attempts).copied().collect();
     let reason = error.as_ref().map(ProbeError::reason);
     let detail = error.as_ref().map(|e| transcript.scrub(&e.to_string()));
     let facts = advice::Facts {
@@ -535,7 +700,7 @@ fn finish(s: Session<'_>, outcome: Result<Option<Method>, ProbeError>) -> Verdic
         reason,
         fallback,
         cleartext,
-        attempts: &attempts,
+        attempts: &advice_attempts,
         oauth_offered,
     };
     let advice = advice::advise(&facts);
@@ -652,5 +817,57 @@ mod tests {
             ProbeError::PlaintextDisallowed("p".into()),
         )]);
         assert_eq!(e.reason(), Reason::PlaintextDisallowed);
+    }
+
+    fn ordered(steps: Steps, rungs: &[Method]) -> Result<Vec<Method>, Reason> {
+        let t = target();
+        let connectors = Connectors::new();
+        let meter = Meter::default();
+        let mut s = Session::new(&t, steps, &connectors, &meter);
+        order(&mut s, rungs.to_vec()).map_err(|e| e.reason())
+    }
+
+    #[test]
+    fn rejected_rungs_go_last_and_the_budget_cuts_the_ladder() {
+        use Method::{Apop, CramMd5, Pass};
+        let all = [Apop, CramMd5, Pass];
+        let last: MethodSet = [Apop, CramMd5].into_iter().collect();
+        let steps = Steps {
+            last,
+            ..Steps::default()
+        };
+        assert_eq!(ordered(steps, &all), Ok(vec![Pass, Apop, CramMd5]));
+        assert_eq!(ordered(Steps::default(), &all), Ok(all.to_vec()));
+        // A preferred rung stays first even if it was rejected once.
+        let steps = Steps {
+            preferred: Some(Apop),
+            last,
+            others: None,
+        };
+        assert_eq!(ordered(steps, &all), Ok(vec![Apop, Pass, CramMd5]));
+        // A method known to work is free; the others are what the budget covers.
+        let steps = Steps {
+            preferred: Some(Pass),
+            last,
+            others: Some(0),
+        };
+        assert_eq!(ordered(steps, &[Pass, Apop, CramMd5]), Ok(vec![Pass]));
+        let steps = Steps {
+            others: Some(1),
+            ..Steps::default()
+        };
+        assert_eq!(ordered(steps, &all), Ok(vec![Apop]));
+        // The known method is no longer offered, and nothing else is covered.
+        let steps = Steps {
+            preferred: Some(CramMd5),
+            last: MethodSet::EMPTY,
+            others: Some(0),
+        };
+        assert_eq!(
+            ordered(steps, &[Apop, Pass]),
+            Err(Reason::MechanismUnavailable)
+        );
+        // Nothing offered at all (pre-authenticated) stays that way.
+        assert_eq!(ordered(steps, &[]), Ok(vec![]));
     }
 }

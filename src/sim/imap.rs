@@ -623,7 +623,7 @@ impl Imap<'_> {
         attempt: Attempt,
         valid: bool,
     ) -> io::Result<Flow> {
-        match self.shared.judge(attempt, valid) {
+        match self.shared.judge_after_delay(attempt, valid).await {
             Judgement::Accept => {
                 self.authenticated = true;
                 wire.send(&format!(

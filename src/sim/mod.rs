@@ -197,6 +197,9 @@ pub struct SimSpec {
     /// The APOP timestamp and CRAM-MD5 challenge of every connection, for tests that must
     /// know the digests a client sends; by default each is fresh, as on real servers.
     pub fixed_stamp: Option<String>,
+    /// Every refused login is answered this long after the credential arrived, as Dovecot's
+    /// failure delay and per-address penalty (up to 15 s) do. Zero: at once.
+    pub rejection_delay: Duration,
 }
 
 impl SimSpec {
@@ -215,6 +218,7 @@ impl SimSpec {
             sasl_ir: true,
             unlisted_cram_md5: false,
             fixed_stamp: None,
+            rejection_delay: Duration::ZERO,
         }
     }
 
@@ -269,6 +273,7 @@ impl std::fmt::Debug for SimSpec {
             .field("sasl_ir", &self.sasl_ir)
             .field("unlisted_cram_md5", &self.unlisted_cram_md5)
             .field("fixed_stamp", &self.fixed_stamp)
+            .field("rejection_delay", &self.rejection_delay)
             .finish()
     }
 }
@@ -367,6 +372,16 @@ impl Shared {
             _ => Judgement::Fail,
         };
         self.count(judgement == Judgement::Accept);
+        judgement
+    }
+
+    /// [`Shared::judge`], with a refusal held back for the spec's `rejection_delay`.
+    async fn judge_after_delay(&self, attempt: Attempt, valid: bool) -> Judgement {
+        let judgement = self.judge(attempt, valid);
+        let refused = matches!(judgement, Judgement::Fail | Judgement::FailAndClose);
+        if refused && !self.spec.rejection_delay.is_zero() {
+            tokio::time::sleep(self.spec.rejection_delay).await;
+        }
         judgement
     }
 

@@ -419,7 +419,7 @@ impl Pop3<'_> {
         attempt: Attempt,
         valid: bool,
     ) -> io::Result<Flow> {
-        match self.shared.judge(attempt, valid) {
+        match self.shared.judge_after_delay(attempt, valid).await {
             Judgement::Accept => {
                 self.logged_in = true;
                 wire.send("+OK Logged in.\r\n").await?;
