@@ -21,6 +21,8 @@ use rcgen::{
 };
 use tempfile::TempDir;
 
+use super::OAuth2Provider;
+
 /// How long Dovecot may take to come up before the test fails with its log.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long Dovecot's children may take to exit after SIGTERM before SIGKILL.
@@ -62,6 +64,10 @@ pub enum Flavor {
     /// LOGIN: plain connections advertise LOGINDISABLED / refuse USER; after STARTTLS/STLS (or
     /// on the implicit-TLS ports) logins work.
     Insecure,
+    /// Like [`Flavor::Plaintext`] for PLAIN and LOGIN, plus XOAUTH2 and OAUTHBEARER checked
+    /// by Dovecot's `oauth2` passdb against an [`OAuth2Provider`]'s introspection endpoint
+    /// (see [`Dovecot::oauth2_or_skip`]).
+    OAuth2,
 }
 
 impl Flavor {
@@ -70,12 +76,13 @@ impl Flavor {
             Flavor::Plaintext => "plain",
             Flavor::Hashed => "hashed",
             Flavor::Insecure => "insecure",
+            Flavor::OAuth2 => "oauth2",
         }
     }
 
     fn host(self) -> IpAddr {
         match self {
-            Flavor::Plaintext | Flavor::Hashed => LOCAL_IP,
+            Flavor::Plaintext | Flavor::Hashed | Flavor::OAuth2 => LOCAL_IP,
             Flavor::Insecure => OTHER_LOCAL_IP,
         }
     }
@@ -123,23 +130,36 @@ impl Dovecot {
     /// Starts an instance of `flavor` for `test`, or returns `None` after the loud skip message
     /// of [`super::dovecot_or_skip`] when Dovecot is not installed.
     pub fn start_or_skip(flavor: Flavor, test: &str) -> Option<Self> {
+        assert_ne!(flavor, Flavor::OAuth2, "use Dovecot::oauth2_or_skip");
         let binary = super::dovecot_or_skip(test)?;
-        Some(Self::start_with(&binary, flavor))
+        Some(Self::start_with(&binary, flavor, None))
+    }
+
+    /// Starts a [`Flavor::OAuth2`] instance whose tokens `provider` vouches for, or returns
+    /// `None` after the loud skip message when Dovecot is not installed.
+    pub fn oauth2_or_skip(provider: &OAuth2Provider, test: &str) -> Option<Self> {
+        let binary = super::dovecot_or_skip(test)?;
+        let backend = OAuth2Backend {
+            introspection_url: provider.introspection_url(),
+            ca_pem: provider.ca_pem().to_owned(),
+        };
+        Some(Self::start_with(&binary, Flavor::OAuth2, Some(&backend)))
     }
 
     /// Starts an instance of `flavor`. Panics if Dovecot is missing or does not start.
     pub fn start(flavor: Flavor) -> Self {
+        assert_ne!(flavor, Flavor::OAuth2, "use Dovecot::oauth2_or_skip");
         let binary = super::find_binary(super::DOVECOT.binary).unwrap_or_else(|| {
             panic!(
                 "{}",
                 super::missing_peer_message(&super::DOVECOT, "this test")
             )
         });
-        Self::start_with(&binary, flavor)
+        Self::start_with(&binary, flavor, None)
     }
 
-    fn start_with(binary: &Path, flavor: Flavor) -> Self {
-        let layout = Layout::create(flavor);
+    fn start_with(binary: &Path, flavor: Flavor, oauth2: Option<&OAuth2Backend>) -> Self {
+        let layout = Layout::create(flavor, oauth2);
         let host = flavor.host();
         let mut failures = String::new();
         let mut config = String::new();
@@ -302,6 +322,12 @@ impl Drop for Dovecot {
     }
 }
 
+/// Where the `oauth2` passdb checks tokens.
+struct OAuth2Backend {
+    introspection_url: String,
+    ca_pem: String,
+}
+
 /// Files of one instance, all inside its temporary directory.
 struct Layout {
     dir: TempDir,
@@ -313,10 +339,12 @@ struct Layout {
     ca_pem: String,
     cert_file: PathBuf,
     key_file: PathBuf,
+    /// The `oauth2` passdb's settings file, for [`Flavor::OAuth2`].
+    oauth2_conf: Option<PathBuf>,
 }
 
 impl Layout {
-    fn create(flavor: Flavor) -> Self {
+    fn create(flavor: Flavor, oauth2: Option<&OAuth2Backend>) -> Self {
         // Unix socket paths are limited to ~108 bytes and Dovecot's live under base_dir,
         // so stay near the root when TMPDIR is deep.
         let parent = std::env::temp_dir();
@@ -346,6 +374,7 @@ impl Layout {
             ca_pem,
             cert_file: dir.path().join("cert.pem"),
             key_file: dir.path().join("key.pem"),
+            oauth2_conf: oauth2.map(|_| dir.path().join("dovecot-oauth2.conf.ext")),
             dir,
         };
         fs::write(&layout.ca_file, &layout.ca_pem).expect("write CA");
@@ -356,14 +385,41 @@ impl Layout {
         let mut passwd = String::new();
         for (user, password) in [(USER, PASSWORD), (OTHER_USER, OTHER_PASSWORD)] {
             let stored = match flavor {
-                Flavor::Plaintext | Flavor::Insecure => format!("{{PLAIN}}{password}"),
+                Flavor::Plaintext | Flavor::Insecure | Flavor::OAuth2 => {
+                    format!("{{PLAIN}}{password}")
+                }
                 Flavor::Hashed => hash_password(password),
             };
             writeln!(passwd, "{user}:{stored}").expect("write to String");
         }
         fs::write(&layout.passwd, passwd).expect("write passwd");
         set_mode(&layout.passwd, 0o644);
+        if let (Some(backend), Some(conf)) = (oauth2, &layout.oauth2_conf) {
+            layout.write_oauth2(backend, conf);
+        }
         layout
+    }
+
+    /// The `oauth2` passdb's settings: every token is introspected (RFC 7662, `token=...` in a
+    /// POST), and only an answer with `"active": true` whose `username` is the login name
+    /// lets the user in.
+    fn write_oauth2(&self, backend: &OAuth2Backend, conf: &Path) {
+        let ca_file = self.dir.path().join("oauth2-ca.pem");
+        fs::write(&ca_file, &backend.ca_pem).expect("write OAuth2 CA");
+        set_mode(&ca_file, 0o644);
+        let text = format!(
+            "# Written by the integration tests.\n\
+             introspection_mode = post\n\
+             introspection_url = {url}\n\
+             username_attribute = username\n\
+             active_attribute = active\n\
+             active_value = true\n\
+             tls_ca_cert_file = {ca}\n",
+            url = backend.introspection_url,
+            ca = ca_file.display(),
+        );
+        fs::write(conf, text).expect("write dovecot-oauth2.conf.ext");
+        set_mode(conf, 0o644);
     }
 
     fn config_text(&self, flavor: Flavor, instance: &str, host: IpAddr, ports: Ports) -> String {
@@ -371,6 +427,19 @@ impl Layout {
         let (mechanisms, plaintext_disabled) = match flavor {
             Flavor::Plaintext | Flavor::Hashed => ("plain login apop cram-md5", "no"),
             Flavor::Insecure => ("plain login", "yes"),
+            Flavor::OAuth2 => ("plain login xoauth2 oauthbearer", "no"),
+        };
+        // Tokens go to the oauth2 passdb only, passwords to the passwd-file only.
+        let (oauth2_passdb, password_mechanisms) = match &self.oauth2_conf {
+            Some(conf) => (
+                format!(
+                    "passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  \
+                     args = {}\n}}\n",
+                    conf.display()
+                ),
+                "  mechanisms = plain login\n",
+            ),
+            None => (String::new(), ""),
         };
         let Ports {
             pop3,
@@ -404,9 +473,9 @@ auth_mechanisms = {mechanisms}
 auth_failure_delay = 0
 first_valid_uid = {uid}
 mail_location = maildir:{dir}/mail/%u
-passdb {{
+{oauth2_passdb}passdb {{
   driver = passwd-file
-  args = {passwd}
+{password_mechanisms}  args = {passwd}
 }}
 userdb {{
   driver = static

@@ -61,7 +61,7 @@ pub async fn get(addr: SocketAddr, path: &str) -> Response {
     request(addr, "GET", path, &[]).await
 }
 
-fn parse(raw: &[u8]) -> Response {
+pub(super) fn parse(raw: &[u8]) -> Response {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

@@ -12,6 +12,7 @@
 pub mod cyrus;
 pub mod dovecot;
 pub mod http;
+pub mod oauth2_provider;
 pub mod prometheus;
 
 use std::env;
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 pub use cyrus::Cyrus;
 pub use dovecot::{Dovecot, Flavor};
+pub use oauth2_provider::OAuth2Provider;
 
 /// Set to `1` to make a missing peer fail the test instead of skipping it.
 pub const REQUIRE_PEERS_ENV: &str = "MAILBOX_EXPORTER_REQUIRE_PEERS";
