@@ -154,6 +154,7 @@ impl Account {
                 password: Password::new("hunter2"),
                 auth_mode: AuthMode::Best,
                 timeout: DEFAULT_TIMEOUT,
+                oauth2: None,
             },
         }
     }
@@ -878,6 +879,7 @@ impl Validator<'_> {
                     Protocol::Imap => AuthMode::Best,
                 },
                 timeout: layer.timeout.unwrap_or(DEFAULT_TIMEOUT),
+                oauth2: None,
             },
         })
     }
@@ -2152,7 +2154,7 @@ auth_mode = "pass"
         assert_eq!(
             errors(&text),
             [format!(
-                "{A}: auth_mode: unknown auth mode \"BETS\": expected one of BEST, APOP, CRAM-MD5, PASS"
+                "{A}: auth_mode: unknown auth mode \"BETS\": expected one of BEST, APOP, CRAM-MD5, PASS, XOAUTH2, OAUTHBEARER"
             )]
         );
     }
@@ -2437,7 +2439,7 @@ groups:
                 "concurrency: must be at least 1",
                 "groups[0] \"support\" / accounts[0] \"support-inbox\": server: \"mail.example.com:70000\": bad port \"70000\", expected 1-65535",
                 "groups[0] \"support\" / accounts[2] \"sales-inbox\": unknown key \"colour\"",
-                "groups[0] \"support\" / accounts[2] \"sales-inbox\": auth_mode: unknown auth mode \"BETS\": expected one of BEST, APOP, CRAM-MD5, PASS",
+                "groups[0] \"support\" / accounts[2] \"sales-inbox\": auth_mode: unknown auth mode \"BETS\": expected one of BEST, APOP, CRAM-MD5, PASS, XOAUTH2, OAUTHBEARER",
                 "groups[0] \"support\" / accounts[3] \"other\": name: duplicate account name \"other\" (first used at groups[0] \"support\" / accounts[1]); account names must be unique across all groups",
             ]
         );

@@ -148,13 +148,24 @@ fn every_series_exists_at_zero_before_any_probe() {
         )
         .is_none()
     );
-    for r in Reason::ALL {
+    for &r in Reason::for_login(false) {
         let labels = format!("reason=\"{r}\"");
         assert_eq!(
             get(&text, &format!("mailbox_auth_failures_total{}", s(&labels))),
             0.0
         );
     }
+    // A password account gets no series for failures only OAuth2 logins can have.
+    assert!(
+        value(
+            &text,
+            &format!(
+                "mailbox_auth_failures_total{}",
+                s("reason=\"token_rejected\"")
+            )
+        )
+        .is_none()
+    );
     for p in Phase::ALL {
         let labels = format!("phase=\"{p}\"");
         assert_eq!(
