@@ -731,8 +731,12 @@ fn finish(s: Session<'_>, outcome: Result<Option<Method>, ProbeError>) -> Verdic
             result: AttemptResult::Rejected,
         })
         .collect();
+    // A token refused and replaced by a fresh one is no fallback: the method was the same.
     let fallback = success
-        && (!held_back.is_empty() || attempts.iter().any(|a| a.result == AttemptResult::Rejected));
+        && (!held_back.is_empty()
+            || attempts
+                .iter()
+                .any(|a| a.result == AttemptResult::Rejected && !a.method.is_oauth2()));
     let advice_attempts: Vec<Attempt> = held_back.iter().chain(&attempts).copied().collect();
     let reason = error.as_ref().map(ProbeError::reason);
     let detail = error.as_ref().map(|e| transcript.scrub(&e.to_string()));

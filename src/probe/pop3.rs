@@ -318,7 +318,7 @@ enum OAuthEnd {
 }
 
 /// `AUTH XOAUTH2|OAUTHBEARER` with the token as initial response (RFC 5034), or after an
-/// empty challenge when the command would be too long. A refusal comes as a base64 JSON
+/// empty challenge when the command would be too long or the mechanism is not listed. A refusal comes as a base64 JSON
 /// challenge, answered as the mechanism requires, then `-ERR`.
 async fn oauth_rung(s: &mut Session<'_>, link: &mut Link<Caps>, m: Method) -> RungEnd {
     let blob = match oauth::response_for(s, m) {
@@ -329,9 +329,16 @@ async fn oauth_rung(s: &mut Session<'_>, link: &mut Link<Caps>, m: Method) -> Ru
     let conn = &mut link.conn;
     conn.transcript_mut().add_secret(&blob);
     let command = format!("AUTH {m} {blob}");
+    // A pinned mechanism the server does not list may be refused as a command: asked for
+    // without the token, the refusal comes before the token goes out.
+    let listed = link
+        .caps
+        .capa
+        .as_ref()
+        .is_some_and(|c| c.has_sasl(m.as_str()));
     let result = s
         .timed(Phase::Auth, async {
-            if command.len() <= MAX_AUTH_LINE {
+            if listed && command.len() <= MAX_AUTH_LINE {
                 conn.send(&command).await?;
             } else {
                 conn.send(&format!("AUTH {m}")).await?;
