@@ -103,19 +103,30 @@ impl Hash for OAuth2Login {
     }
 }
 
+/// A source that always hands out the same token, for unit tests elsewhere.
+#[cfg(test)]
+pub(crate) struct Fixed;
+
+#[cfg(test)]
+impl TokenSource for Fixed {
+    fn token(&self) -> TokenFuture<'_> {
+        Box::pin(async { Ok(AccessToken::new("ya29.secret")) })
+    }
+
+    fn rejected(&self, _: &AccessToken) {}
+}
+
+#[cfg(test)]
+impl OAuth2Login {
+    /// A login named `id` with a [`Fixed`] token.
+    pub(crate) fn for_test(id: &str) -> OAuth2Login {
+        OAuth2Login::new(id, Arc::new(Fixed))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    struct Fixed;
-
-    impl TokenSource for Fixed {
-        fn token(&self) -> TokenFuture<'_> {
-            Box::pin(async { Ok(AccessToken::new("ya29.secret")) })
-        }
-
-        fn rejected(&self, _: &AccessToken) {}
-    }
 
     #[test]
     fn never_prints_itself() {

@@ -247,6 +247,40 @@ fn every_series_exists_at_zero_before_any_probe() {
 }
 
 #[test]
+fn an_oauth2_account_has_its_own_methods_and_reasons() {
+    let mut oauth = account("support", "support-inbox", Protocol::Imap);
+    oauth.target.oauth2 = Some(crate::token::OAuth2Login::for_test("m365"));
+    let m = Metrics::new();
+    m.apply_config(&config(vec![oauth]));
+    let text = m.render();
+    let count = |family: &str| {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{family}{{")))
+            .count()
+    };
+    assert_eq!(count("mailbox_auth_method"), 2);
+    assert_eq!(count("mailbox_auth_attempts_total"), 6);
+    assert_eq!(count("mailbox_auth_failures_total"), 12);
+    let s = |extra: &str| acct("support-inbox", extra);
+    for m in ["OAUTHBEARER", "XOAUTH2"] {
+        let labels = format!("method=\"{m}\"");
+        assert_eq!(
+            get(&text, &format!("mailbox_auth_method{}", s(&labels))),
+            0.0
+        );
+    }
+    for r in ["token_rejected", "token_unavailable"] {
+        let labels = format!("reason=\"{r}\"");
+        assert_eq!(
+            get(&text, &format!("mailbox_auth_failures_total{}", s(&labels))),
+            0.0
+        );
+    }
+    let labels = "reason=\"auth_rejected\"";
+    assert!(value(&text, &format!("mailbox_auth_failures_total{}", s(labels))).is_none());
+}
+
+#[test]
 fn families_come_in_a_fixed_order_with_one_help_and_type_each() {
     let m = Metrics::new();
     m.apply_config(&config(two_accounts()));
