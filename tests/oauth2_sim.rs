@@ -467,3 +467,24 @@ async fn a_token_sent_without_tls_is_cleartext() {
         "{advice}"
     );
 }
+
+#[tokio::test]
+async fn a_server_echoing_the_token_back_is_scrubbed() {
+    for protocol in [Protocol::Imap, Protocol::Pop3] {
+        for sasl_ir in [true, false] {
+            let mut spec = SimSpec::new(protocol, TlsMode::Implicit, Behavior::EchoRefusals);
+            spec.oauth2_token = Some("never-presented".into());
+            spec.sasl_ir = sasl_ir;
+            let sim = SimServer::start(spec.user(USER, PASSWORD)).await.unwrap();
+            let source = Script::new(&[Ok(STALE), Ok(GOOD)]);
+            let t = target(&sim, source.clone());
+            // run() fails the test if any form of either token shows anywhere.
+            let v = run(&t).await;
+            let case = format!("{protocol} sasl_ir={sasl_ir}");
+            assert_eq!(v.reason, Some(Reason::TokenRejected), "{case}: {v:#?}");
+            assert!(transcript_has(&v, "you said:"), "{case}: the server echoed");
+            assert!(v.detail.unwrap().contains("you said:"), "{case}");
+            assert_eq!(source.rejected(), [STALE, GOOD]);
+        }
+    }
+}

@@ -205,6 +205,8 @@ pub struct SimSpec {
     /// failure delay and per-address penalty (up to 15 s) do. Zero: at once.
     pub rejection_delay: Duration,
     /// [`Behavior::OAuthOnly`]: the bearer token accepted for every known user; `None`: none.
+    /// With [`Behavior::EchoRefusals`], set to anything: XOAUTH2/OAUTHBEARER are offered too
+    /// (and refused with the echo like every login).
     pub oauth2_token: Option<String>,
     /// [`Behavior::OAuthOnly`]: XOAUTH2 advertised.
     pub xoauth2: bool,
@@ -235,10 +237,12 @@ impl SimSpec {
         }
     }
 
-    /// The OAuth2 mechanisms a [`Behavior::OAuthOnly`] server advertises.
+    /// The OAuth2 mechanisms a [`Behavior::OAuthOnly`] server advertises (and an echoing one
+    /// given a token).
     fn oauth_mechanisms(&self) -> Vec<&'static str> {
         let mut mechanisms = Vec::new();
-        if self.behavior == Behavior::OAuthOnly {
+        let echo = self.behavior == Behavior::EchoRefusals && self.oauth2_token.is_some();
+        if self.behavior == Behavior::OAuthOnly || echo {
             if self.xoauth2 {
                 mechanisms.push("XOAUTH2");
             }
