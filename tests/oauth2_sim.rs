@@ -488,3 +488,35 @@ async fn a_server_echoing_the_token_back_is_scrubbed() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_token_that_is_no_bearer_token_is_never_sent() {
+    let sim = Server::new(Protocol::Imap).start().await;
+    let odd = "ya29.line-one\r\na2 DELETE INBOX";
+    let source = Script::new(&[Ok(odd)]);
+    let v = run(&target(&sim, source)).await;
+    assert_eq!(v.reason, Some(Reason::TokenUnavailable), "{v:#?}");
+    assert!(v.detail.as_deref().unwrap().contains("not a bearer token"));
+    assert_eq!(sim.stats().connections, 0);
+    assert!(!format!("{v:?}").contains("line-one"));
+}
+
+#[tokio::test]
+async fn a_password_refused_by_an_oauth2_provider_is_not_called_a_wrong_password() {
+    let sim = Server::new(Protocol::Pop3).start().await;
+    let source = Script::new(&[Ok(GOOD)]);
+    let mut t = target(&sim, source);
+    t.oauth2 = None;
+    let v = run(&t).await;
+    assert_eq!(v.reason, Some(Reason::AuthRejected), "{v:#?}");
+    let advice = v.advice.as_deref().unwrap();
+    assert!(
+        advice.contains("offers OAuth2") && advice.contains("oauth2:"),
+        "{advice}"
+    );
+    assert!(advice.contains("app password"), "{advice}");
+    assert!(
+        !advice.contains("check the username and password"),
+        "{advice}"
+    );
+}

@@ -571,9 +571,12 @@ async fn walk(s: &mut Session<'_>) -> Result<Option<Method>, ProbeError> {
 /// Credentials no command can carry are refused before any command is built.
 fn credentials_problem(target: &Target) -> Option<ProbeError> {
     let bad = |v: &str| v.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0));
-    // An OAuth2 account sends no password: only the username goes into a command.
+    // An OAuth2 account sends no password: only the username goes into a command, and into
+    // a SASL message whose fields %x01 separates.
     let password_bad = target.oauth2.is_none() && bad(target.password.expose());
-    if bad(&target.username) || password_bad {
+    let user_bad =
+        bad(&target.username) || (target.oauth2.is_some() && target.username.contains('\x01'));
+    if user_bad || password_bad {
         return Some(ProbeError::MechanismUnavailable(
             "the username or password contains CR, LF or NUL, which no login command can carry"
                 .into(),

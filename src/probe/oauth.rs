@@ -53,6 +53,13 @@ async fn fetch(s: &mut Session<'_>, login: &OAuth2Login) -> Result<AccessToken, 
         }
     };
     s.transcript.add_secret(token.expose());
+    if !is_bearer_token(token.expose()) {
+        return Err(ProbeError::TokenUnavailable(format!(
+            "the token from {} is not a bearer token (empty, or with characters outside \
+             RFC 6750's b64token); no login was tried",
+            login.id
+        )));
+    }
     for m in OAUTH2_METHODS {
         s.transcript
             .add_secret(&initial_response(s.target, m, &token));
@@ -66,6 +73,16 @@ fn token_of<'s>(s: &'s Session<'_>) -> Result<&'s AccessToken, ProbeError> {
     s.token
         .as_ref()
         .ok_or_else(|| ProbeError::TokenUnavailable("no OAuth2 token".into()))
+}
+
+/// RFC 6750 section 2.1 b64token: what may follow `Bearer ` (and what keeps the SASL message's
+/// %x01 separators and the command line intact).
+fn is_bearer_token(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
 }
 
 /// The SASL initial response of `m` (an OAuth2 method) for `target` with `token`.
@@ -166,6 +183,14 @@ mod tests {
             plan(&password, |_| true).unwrap_err().reason(),
             Reason::MechanismUnavailable
         );
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        assert!(is_bearer_token("ya29.a0Af-_~+/x=="));
+        for bad in ["", "==", "tok en", "tok\x01en", "token\n", "tøken"] {
+            assert!(!is_bearer_token(bad), "{bad:?}");
+        }
     }
 
     #[test]

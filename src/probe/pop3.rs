@@ -91,6 +91,9 @@ impl Dialect for Pop3 {
                 Err(e) => return Err(s.abandon(conn, e)),
             };
         }
+        s.oauth_offered |= capa_found
+            .as_ref()
+            .is_some_and(|c| c.has_sasl("XOAUTH2") || c.has_sasl("OAUTHBEARER"));
         Ok(Link {
             conn,
             tls,
