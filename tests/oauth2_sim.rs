@@ -423,6 +423,11 @@ async fn a_server_without_oauth2_gets_no_password() {
         let v = run(&target(&sim, source)).await;
         assert_eq!(v.reason, Some(Reason::MechanismUnavailable), "{v:#?}");
         assert!(v.attempts.is_empty());
+        let advice = v.advice.as_deref().unwrap();
+        assert!(
+            advice.contains("neither OAUTHBEARER nor XOAUTH2"),
+            "{advice}"
+        );
         assert_eq!(sim.stats().logins_ok + sim.stats().logins_rejected, 0);
         no_password_tried(&sim);
     }
@@ -447,6 +452,7 @@ async fn a_pinned_pop3_mechanism_is_used_even_when_not_advertised() {
     assert!(v.transcript.iter().any(|l| l == "C: AUTH XOAUTH2"));
     assert!(!transcript_has(&v, "C: ***"), "the token stayed home");
     assert!(v.detail.unwrap().contains("refused AUTH XOAUTH2"));
+    assert!(v.advice.unwrap().contains("auth_mode: BEST"));
 }
 
 #[tokio::test]

@@ -139,6 +139,19 @@ pub(crate) fn advise(f: &Facts<'_>) -> Option<String> {
                 .into(),
         ),
         Reason::MechanismUnavailable => out.push(match (t.protocol, t.auth_mode) {
+            _ if t.oauth2.is_some() => match t.auth_mode.pinned() {
+                Some(m) if m.is_oauth2() => format!(
+                    "the server refused {m}; set auth_mode: BEST to use the OAuth2 mechanism \
+                     it offers"
+                ),
+                Some(_) => "this account logs in with OAuth2: set auth_mode: BEST, XOAUTH2 or \
+                            OAUTHBEARER"
+                    .into(),
+                None => "the server offers neither OAUTHBEARER nor XOAUTH2, so this OAuth2 \
+                         account cannot log in: check server (a provider's OAuth2 host, e.g. \
+                         outlook.office365.com or imap.gmail.com)"
+                    .into(),
+            },
             (Protocol::Pop3, AuthMode::Apop) if t.tls.mode == TlsMode::Starttls => {
                 "APOP needs a greeting read over TLS, which only tls: implicit gives (POP3 \
                  sends none after STLS): use tls: implicit for APOP, or another auth_mode \
