@@ -48,7 +48,9 @@ impl Need {
         if plan.preferred.is_some() {
             return Need::Known;
         }
+        // An OAuth2 login is one rung, and one more with a fresh token after a refusal.
         let rungs = match target.auth_mode.pinned() {
+            _ if target.oauth2.is_some() => 2,
             Some(_) if target.protocol == Protocol::Pop3 => 1,
             _ => target.protocol.methods().len(),
         };

@@ -142,7 +142,8 @@ pub struct ProbeArgs {
     #[arg(long, value_name = "NAME")]
     pub account: String,
 
-    /// Override the account's POP3 auth mode for this probe: BEST, APOP, CRAM-MD5 or PASS.
+    /// Override the account's POP3 auth mode for this probe: BEST, APOP, CRAM-MD5, PASS, or for
+    /// an OAuth2 account XOAUTH2 or OAUTHBEARER.
     #[arg(long = "auth-mode", value_name = "MODE", value_parser = parse_auth_mode)]
     pub auth_mode: Option<AuthMode>,
 

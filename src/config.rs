@@ -154,6 +154,7 @@ impl Account {
                 password: Password::new("hunter2"),
                 auth_mode: AuthMode::Best,
                 timeout: DEFAULT_TIMEOUT,
+                oauth2: None,
             },
         }
     }
@@ -878,6 +879,7 @@ impl Validator<'_> {
                     Protocol::Imap => AuthMode::Best,
                 },
                 timeout: layer.timeout.unwrap_or(DEFAULT_TIMEOUT),
+                oauth2: None,
             },
         })
     }

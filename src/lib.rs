@@ -7,6 +7,7 @@
 //! - [`conn`]: the bounded, line-oriented connection every dialogue runs over.
 //! - [`transcript`]: the redacted record of a dialogue.
 //! - [`tls`]: TLS connectors and certificate facts.
+//! - [`token`]: OAuth2 access tokens and the sources the probe asks for them.
 //! - [`probe`]: the login ladders that turn a [`probe::Target`] into a [`verdict::Verdict`].
 //! - [`files`]: reading operator-named files: regular files only, bounded, with a deadline.
 //! - [`config`]: configuration, raw to validated.
@@ -40,6 +41,7 @@ pub mod secret;
 pub mod sim;
 pub mod state;
 pub mod tls;
+pub mod token;
 pub mod transcript;
 pub mod verdict;
 pub mod web;

@@ -612,11 +612,11 @@ fn write_exposition(out: &mut String, inner: &Inner, in_flight: i64, lag: f64) -
         out,
         name,
         "gauge",
-        "1 for the method of the last successful login, 0 for the protocol's other methods.",
+        "1 for the method of the last successful login, 0 for the account's other methods.",
     )?;
     for e in accounts() {
         let current = e.state.last_success_method();
-        for &m in e.account.target.protocol.methods() {
+        for &m in e.account.target.methods() {
             series(
                 out,
                 name,
@@ -635,7 +635,7 @@ fn write_exposition(out: &mut String, inner: &Inner, in_flight: i64, lag: f64) -
         "Login methods tried, by method and result (success, rejected, error).",
     )?;
     for e in accounts() {
-        for &m in e.account.target.protocol.methods() {
+        for &m in e.account.target.methods() {
             for r in AttemptResult::ALL {
                 let labels = [("method", m.as_str()), ("result", r.as_str())];
                 series(out, name, &e.labels, &labels, e.state.attempts(m, r));
@@ -646,7 +646,9 @@ fn write_exposition(out: &mut String, inner: &Inner, in_flight: i64, lag: f64) -
     let name = "mailbox_auth_failures_total";
     header(out, name, "counter", "Failed probes, by reason.")?;
     for e in accounts() {
-        for r in Reason::ALL {
+        // Only the reasons this kind of login can fail with: a password account cannot fail
+        // with a token reason, an OAuth2 account not with auth_rejected.
+        for &r in Reason::for_login(e.account.target.oauth2.is_some()) {
             series(
                 out,
                 name,

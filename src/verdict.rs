@@ -111,6 +111,12 @@ pub enum AuthMode {
     CramMd5,
     #[serde(rename = "PASS")]
     Pass,
+    /// An account with OAuth2 credentials, limited to XOAUTH2.
+    #[serde(rename = "XOAUTH2")]
+    Xoauth2,
+    /// An account with OAuth2 credentials, limited to OAUTHBEARER.
+    #[serde(rename = "OAUTHBEARER")]
+    Oauthbearer,
 }
 
 impl AuthMode {
@@ -120,6 +126,8 @@ impl AuthMode {
             AuthMode::Apop => "APOP",
             AuthMode::CramMd5 => "CRAM-MD5",
             AuthMode::Pass => "PASS",
+            AuthMode::Xoauth2 => "XOAUTH2",
+            AuthMode::Oauthbearer => "OAUTHBEARER",
         }
     }
 
@@ -130,6 +138,8 @@ impl AuthMode {
             AuthMode::Apop => Some(Method::Apop),
             AuthMode::CramMd5 => Some(Method::CramMd5),
             AuthMode::Pass => Some(Method::Pass),
+            AuthMode::Xoauth2 => Some(Method::Xoauth2),
+            AuthMode::Oauthbearer => Some(Method::Oauthbearer),
         }
     }
 }
@@ -143,8 +153,11 @@ impl std::str::FromStr for AuthMode {
             "APOP" => Ok(AuthMode::Apop),
             "CRAM-MD5" | "CRAM_MD5" | "CRAMMD5" => Ok(AuthMode::CramMd5),
             "PASS" => Ok(AuthMode::Pass),
+            "XOAUTH2" => Ok(AuthMode::Xoauth2),
+            "OAUTHBEARER" => Ok(AuthMode::Oauthbearer),
             _ => Err(format!(
-                "unknown auth mode {s:?}: expected one of BEST, APOP, CRAM-MD5, PASS"
+                "unknown auth mode {s:?}: expected one of BEST, APOP, CRAM-MD5, PASS, XOAUTH2, \
+                 OAUTHBEARER"
             )),
         }
     }
@@ -172,15 +185,27 @@ pub enum Method {
     /// IMAP LOGIN.
     #[serde(rename = "LOGIN")]
     Login,
+    /// SASL XOAUTH2 (Google's, also Microsoft's): an OAuth2 bearer token.
+    #[serde(rename = "XOAUTH2")]
+    Xoauth2,
+    /// SASL OAUTHBEARER (RFC 7628): an OAuth2 bearer token.
+    #[serde(rename = "OAUTHBEARER")]
+    Oauthbearer,
 }
 
+/// The OAuth2 methods, strongest first: what an account with OAuth2 credentials may use, on
+/// either protocol.
+pub const OAUTH2_METHODS: [Method; 2] = [Method::Oauthbearer, Method::Xoauth2];
+
 impl Method {
-    pub const ALL: [Method; 5] = [
+    pub const ALL: [Method; 7] = [
         Method::Apop,
         Method::CramMd5,
         Method::Pass,
         Method::Plain,
         Method::Login,
+        Method::Xoauth2,
+        Method::Oauthbearer,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -190,12 +215,19 @@ impl Method {
             Method::Pass => "PASS",
             Method::Plain => "PLAIN",
             Method::Login => "LOGIN",
+            Method::Xoauth2 => "XOAUTH2",
+            Method::Oauthbearer => "OAUTHBEARER",
         }
     }
 
     /// Whether the password itself crosses the wire (only hidden by TLS, if any).
     pub fn sends_password(self) -> bool {
         matches!(self, Method::Pass | Method::Plain | Method::Login)
+    }
+
+    /// Whether the method logs in with an OAuth2 token rather than a password.
+    pub fn is_oauth2(self) -> bool {
+        matches!(self, Method::Xoauth2 | Method::Oauthbearer)
     }
 }
 
@@ -270,10 +302,32 @@ pub enum Reason {
     /// An IMAP `PREAUTH` greeting: the server logged the session in without checking any
     /// credential, so nothing was learnt about them (with STARTTLS: the known bypass attack).
     Preauth,
+    /// An OAuth2 token was had, but the server refused it (revoked, expired, wrong scope, no
+    /// mailbox permission for the app).
+    TokenRejected,
+    /// No OAuth2 token could be had from the account's token source; no login was tried.
+    TokenUnavailable,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 13] = [
+        Reason::AuthRejected,
+        Reason::MechanismUnavailable,
+        Reason::PlaintextDisallowed,
+        Reason::ServerBusy,
+        Reason::ServerError,
+        Reason::Timeout,
+        Reason::Connect,
+        Reason::Dns,
+        Reason::Tls,
+        Reason::Protocol,
+        Reason::Preauth,
+        Reason::TokenRejected,
+        Reason::TokenUnavailable,
+    ];
+
+    /// The reasons a password account can fail with: every one but the token reasons.
+    pub const PASSWORD: [Reason; 11] = [
         Reason::AuthRejected,
         Reason::MechanismUnavailable,
         Reason::PlaintextDisallowed,
@@ -286,6 +340,34 @@ impl Reason {
         Reason::Protocol,
         Reason::Preauth,
     ];
+
+    /// The reasons an OAuth2 account can fail with: a refused token is `token_rejected`,
+    /// never `auth_rejected`.
+    pub const OAUTH2: [Reason; 12] = [
+        Reason::TokenRejected,
+        Reason::TokenUnavailable,
+        Reason::MechanismUnavailable,
+        Reason::PlaintextDisallowed,
+        Reason::ServerBusy,
+        Reason::ServerError,
+        Reason::Timeout,
+        Reason::Connect,
+        Reason::Dns,
+        Reason::Tls,
+        Reason::Protocol,
+        Reason::Preauth,
+    ];
+
+    /// The reasons an account that logs in with a password (`oauth2: false`) or with OAuth2
+    /// can fail with: the `reason` series it gets, so that no account carries series for
+    /// failures it cannot have.
+    pub fn for_login(oauth2: bool) -> &'static [Reason] {
+        if oauth2 {
+            &Reason::OAUTH2
+        } else {
+            &Reason::PASSWORD
+        }
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -300,6 +382,8 @@ impl Reason {
             Reason::Tls => "tls",
             Reason::Protocol => "protocol",
             Reason::Preauth => "preauth",
+            Reason::TokenRejected => "token_rejected",
+            Reason::TokenUnavailable => "token_unavailable",
         }
     }
 }
@@ -420,4 +504,39 @@ pub struct Verdict {
     pub advice: Option<String>,
     /// The dialogue, `C:`/`S:`-prefixed, every secret redacted.
     pub transcript: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_belongs_to_a_kind_of_login_and_none_gets_more_than_twelve() {
+        for r in Reason::ALL {
+            assert!(
+                Reason::PASSWORD.contains(&r) || Reason::OAUTH2.contains(&r),
+                "{r}"
+            );
+        }
+        assert!(!Reason::PASSWORD.contains(&Reason::TokenRejected));
+        assert!(!Reason::OAUTH2.contains(&Reason::AuthRejected));
+        assert!(Reason::for_login(true).len() <= 12);
+        assert!(Reason::for_login(false).len() <= 12);
+    }
+
+    #[test]
+    fn oauth2_names() {
+        for (text, mode, method) in [
+            ("XOAUTH2", AuthMode::Xoauth2, Method::Xoauth2),
+            ("oauthbearer", AuthMode::Oauthbearer, Method::Oauthbearer),
+        ] {
+            let parsed: AuthMode = text.parse().unwrap();
+            assert_eq!(parsed, mode);
+            assert_eq!(mode.pinned(), Some(method));
+            assert_eq!(method.as_str(), text.to_ascii_uppercase());
+            assert!(method.is_oauth2() && !method.sends_password());
+        }
+        assert_eq!(Reason::TokenRejected.as_str(), "token_rejected");
+        assert_eq!(Reason::TokenUnavailable.as_str(), "token_unavailable");
+    }
 }

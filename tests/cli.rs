@@ -113,7 +113,7 @@ fn check_config_lists_every_error() {
                 "{account}: password: missing: set one of password_file, password_env or password"
             ),
             "groups[0] \"support\" / accounts[1] \"sales-inbox\": auth_mode: unknown auth mode \
-             \"BETS\": expected one of BEST, APOP, CRAM-MD5, PASS"
+             \"BETS\": expected one of BEST, APOP, CRAM-MD5, PASS, XOAUTH2, OAUTHBEARER"
                 .to_string(),
             "groups[1] \"empty\": accounts: the group has no accounts".to_string(),
         ]

@@ -44,6 +44,7 @@ fn target(c: &Cyrus, protocol: Protocol, tls: TlsMode, auth_mode: AuthMode) -> T
         password: Password::new(c.password()),
         auth_mode,
         timeout: Duration::from_secs(20),
+        oauth2: None,
     }
 }
 

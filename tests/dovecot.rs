@@ -43,6 +43,7 @@ fn target(d: &Dovecot, protocol: Protocol, tls: TlsMode, auth_mode: AuthMode) ->
         password: Password::new(d.password()),
         auth_mode,
         timeout: Duration::from_secs(20),
+        oauth2: None,
     }
 }
 

@@ -42,6 +42,7 @@ fn target(port: u16, timeout: Duration) -> Target {
         password: Password::new(PASSWORD),
         auth_mode: AuthMode::Best,
         timeout,
+        oauth2: None,
     }
 }
 

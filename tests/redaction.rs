@@ -102,6 +102,7 @@ async fn no_verdict_of_any_failure_mode_contains_the_password() {
                             password: Password::new(SECRET),
                             auth_mode,
                             timeout: Duration::from_millis(500),
+                            oauth2: None,
                         };
                         let context = format!("{protocol} {behavior:?} tls {tls} {auth_mode}");
                         let connectors = connectors.clone();
@@ -311,6 +312,7 @@ async fn a_server_echoing_every_client_line_shows_no_form_of_a_secret() {
                         password: Password::new(password),
                         auth_mode,
                         timeout: Duration::from_secs(5),
+                        oauth2: None,
                     };
                     let context = format!("{protocol} tls {tls} {auth_mode} sasl-ir {sasl_ir}");
                     let v = probe::probe(&target, None).await;

@@ -51,6 +51,7 @@ fn target(sim: &SimServer, tls: TlsMode) -> Target {
         password: Password::new(PASSWORD),
         auth_mode: AuthMode::Best,
         timeout: Duration::from_secs(5),
+        oauth2: None,
     }
 }
 

@@ -109,6 +109,12 @@ fn the_worst_case_of_a_probe() {
         Need::of(&imap.target, &unknown()),
         Need::Unknown { rungs: 3 }
     );
+    // OAuth2: one login, and one more with a fresh token after a refusal.
+    imap.target.oauth2 = Some(crate::token::OAuth2Login::for_test("t"));
+    assert_eq!(
+        Need::of(&imap.target, &unknown()),
+        Need::Unknown { rungs: 2 }
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -635,7 +635,7 @@ fn unknown_auth_mode() {
     assert_eq!(
         errors(&text),
         [format!(
-            "{A}: auth_mode: unknown auth mode \"BETS\": expected one of BEST, APOP, CRAM-MD5, PASS"
+            "{A}: auth_mode: unknown auth mode \"BETS\": expected one of BEST, APOP, CRAM-MD5, PASS, XOAUTH2, OAUTHBEARER"
         )]
     );
 }
@@ -920,7 +920,7 @@ groups:
             "concurrency: must be at least 1",
             "groups[0] \"support\" / accounts[0] \"support-inbox\": server: \"mail.example.com:70000\": bad port \"70000\", expected 1-65535",
             "groups[0] \"support\" / accounts[2] \"sales-inbox\": unknown key \"colour\"",
-            "groups[0] \"support\" / accounts[2] \"sales-inbox\": auth_mode: unknown auth mode \"BETS\": expected one of BEST, APOP, CRAM-MD5, PASS",
+            "groups[0] \"support\" / accounts[2] \"sales-inbox\": auth_mode: unknown auth mode \"BETS\": expected one of BEST, APOP, CRAM-MD5, PASS, XOAUTH2, OAUTHBEARER",
             "groups[0] \"support\" / accounts[3] \"other\": name: duplicate account name \"other\" (first used at groups[0] \"support\" / accounts[1]); account names must be unique across all groups",
         ]
     );

@@ -148,13 +148,24 @@ fn every_series_exists_at_zero_before_any_probe() {
         )
         .is_none()
     );
-    for r in Reason::ALL {
+    for &r in Reason::for_login(false) {
         let labels = format!("reason=\"{r}\"");
         assert_eq!(
             get(&text, &format!("mailbox_auth_failures_total{}", s(&labels))),
             0.0
         );
     }
+    // A password account gets no series for failures only OAuth2 logins can have.
+    assert!(
+        value(
+            &text,
+            &format!(
+                "mailbox_auth_failures_total{}",
+                s("reason=\"token_rejected\"")
+            )
+        )
+        .is_none()
+    );
     for p in Phase::ALL {
         let labels = format!("phase=\"{p}\"");
         assert_eq!(
@@ -233,6 +244,40 @@ fn every_series_exists_at_zero_before_any_probe() {
     assert_eq!(get(&text, "mailbox_exporter_schedule_lag_seconds"), 0.0);
     // Groups and accounts in name order.
     assert!(text.find("group=\"sales\"").unwrap() < text.find("group=\"support\"").unwrap());
+}
+
+#[test]
+fn an_oauth2_account_has_its_own_methods_and_reasons() {
+    let mut oauth = account("support", "support-inbox", Protocol::Imap);
+    oauth.target.oauth2 = Some(crate::token::OAuth2Login::for_test("m365"));
+    let m = Metrics::new();
+    m.apply_config(&config(vec![oauth]));
+    let text = m.render();
+    let count = |family: &str| {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{family}{{")))
+            .count()
+    };
+    assert_eq!(count("mailbox_auth_method"), 2);
+    assert_eq!(count("mailbox_auth_attempts_total"), 6);
+    assert_eq!(count("mailbox_auth_failures_total"), 12);
+    let s = |extra: &str| acct("support-inbox", extra);
+    for m in ["OAUTHBEARER", "XOAUTH2"] {
+        let labels = format!("method=\"{m}\"");
+        assert_eq!(
+            get(&text, &format!("mailbox_auth_method{}", s(&labels))),
+            0.0
+        );
+    }
+    for r in ["token_rejected", "token_unavailable"] {
+        let labels = format!("reason=\"{r}\"");
+        assert_eq!(
+            get(&text, &format!("mailbox_auth_failures_total{}", s(&labels))),
+            0.0
+        );
+    }
+    let labels = "reason=\"auth_rejected\"";
+    assert!(value(&text, &format!("mailbox_auth_failures_total{}", s(labels))).is_none());
 }
 
 #[test]

@@ -15,6 +15,30 @@ pub(crate) struct Facts<'a> {
     pub oauth_offered: bool,
 }
 
+/// Servers of providers that take only OAuth2 over POP3 and IMAP (Microsoft 365, Outlook.com,
+/// Google), whether or not their capabilities were read.
+const OAUTH2_ONLY_HOSTS: [&str; 8] = [
+    "outlook.office365.com",
+    "outlook.office.com",
+    "imap-mail.outlook.com",
+    "pop-mail.outlook.com",
+    "imap.gmail.com",
+    "pop.gmail.com",
+    "imap.googlemail.com",
+    "pop.googlemail.com",
+];
+
+/// A password login here is refused because the provider wants OAuth2: the server offered
+/// XOAUTH2/OAUTHBEARER, or it is a known OAuth2-only host.
+fn wants_oauth2(f: &Facts<'_>) -> bool {
+    let host = f.target.host.trim_end_matches('.').to_ascii_lowercase();
+    f.target.oauth2.is_none() && (f.oauth_offered || OAUTH2_ONLY_HOSTS.contains(&host.as_str()))
+}
+
+const USE_OAUTH2: &str = "give the account OAuth2 credentials (the oauth2: key: grant \
+    client_credentials for Microsoft 365 app-only access, refresh_token for Google) or, where \
+    the provider still allows it, an app password";
+
 fn rejected(attempts: &[Attempt]) -> Vec<Method> {
     attempts
         .iter()
@@ -56,10 +80,14 @@ pub(crate) fn advise(f: &Facts<'_>) -> Option<String> {
             }
         }
         if f.cleartext {
-            out.push(
-                "the password crossed the network unencrypted; set tls: starttls or tls: implicit"
-                    .into(),
-            );
+            let what = if t.oauth2.is_some() {
+                "the OAuth2 token"
+            } else {
+                "the password"
+            };
+            out.push(format!(
+                "{what} crossed the network unencrypted; set tls: starttls or tls: implicit"
+            ));
         }
         if !t.tls.verify && t.tls.mode != TlsMode::None {
             out.push(
@@ -75,7 +103,18 @@ pub(crate) fn advise(f: &Facts<'_>) -> Option<String> {
             let refused = rejected(f.attempts);
             let pinned_shared_secret = t.protocol == Protocol::Pop3
                 && matches!(t.auth_mode, AuthMode::Apop | AuthMode::CramMd5);
-            if pinned_shared_secret {
+            if wants_oauth2(f) {
+                let why = if f.oauth_offered {
+                    "the server offers OAuth2 (XOAUTH2/OAUTHBEARER)"
+                } else {
+                    "this provider takes only OAuth2 over POP3/IMAP"
+                };
+                out.push(format!(
+                    "the password was refused and {why}: providers such as Microsoft 365 and \
+                     Google refuse passwords for POP/IMAP, so the password is likely not the \
+                     problem; {USE_OAUTH2}"
+                ));
+            } else if pinned_shared_secret {
                 out.push(format!(
                     "{} was rejected; if the password is right the server may be unable to \
                      verify {} (hashed passwords): try `probe --auth-mode=PASS`, then pin \
@@ -93,14 +132,6 @@ pub(crate) fn advise(f: &Facts<'_>) -> Option<String> {
                     }
                 ));
             }
-            if f.oauth_offered {
-                out.push(
-                    "the server offers OAuth2 (XOAUTH2/OAUTHBEARER): providers such as \
-                     Microsoft 365 and Google refuse passwords for POP/IMAP; the account may \
-                     need OAuth2 or an app password"
-                        .into(),
-                );
-            }
         }
         Reason::PlaintextDisallowed => out.push(
             "the server takes logins only over TLS (a configuration matter, not the password); \
@@ -108,6 +139,19 @@ pub(crate) fn advise(f: &Facts<'_>) -> Option<String> {
                 .into(),
         ),
         Reason::MechanismUnavailable => out.push(match (t.protocol, t.auth_mode) {
+            _ if t.oauth2.is_some() => match t.auth_mode.pinned() {
+                Some(m) if m.is_oauth2() => format!(
+                    "the server refused {m}; set auth_mode: BEST to use the OAuth2 mechanism \
+                     it offers"
+                ),
+                Some(_) => "this account logs in with OAuth2: set auth_mode: BEST, XOAUTH2 or \
+                            OAUTHBEARER"
+                    .into(),
+                None => "the server offers neither OAUTHBEARER nor XOAUTH2, so this OAuth2 \
+                         account cannot log in: check server (a provider's OAuth2 host, e.g. \
+                         outlook.office365.com or imap.gmail.com)"
+                    .into(),
+            },
             (Protocol::Pop3, AuthMode::Apop) if t.tls.mode == TlsMode::Starttls => {
                 "APOP needs a greeting read over TLS, which only tls: implicit gives (POP3 \
                  sends none after STLS): use tls: implicit for APOP, or another auth_mode \
@@ -118,9 +162,9 @@ pub(crate) fn advise(f: &Facts<'_>) -> Option<String> {
                 "the server does not offer {}; set auth_mode: BEST (or PASS)",
                 t.auth_mode
             ),
-            _ if f.oauth_offered => "the server accepts only OAuth2; this account cannot be \
-                                     checked with a password"
-                .into(),
+            _ if wants_oauth2(f) => {
+                format!("the server accepts only OAuth2, not a password; {USE_OAUTH2}")
+            }
             _ => "the server offers no login method this exporter can use".into(),
         }),
         Reason::ServerBusy => out.push(
@@ -159,6 +203,22 @@ pub(crate) fn advise(f: &Facts<'_>) -> Option<String> {
                   server at a port that asks for a login, or ask the mail admin"
                 .into(),
         }),
+        Reason::TokenRejected => out.push(
+            "the server refused the OAuth2 token (a fresh one was refused too): check that the \
+             app has mailbox access (Microsoft 365: the IMAP.AccessAsApp/POP.AccessAsApp \
+             permission with admin consent, and an Exchange service principal with FullAccess \
+             to this mailbox; Google: the https://mail.google.com/ scope), that the token's \
+             scope fits the server, that username is the mailbox's address, and that the grant \
+             was not revoked"
+                .into(),
+        ),
+        Reason::TokenUnavailable => out.push(
+            "no OAuth2 token could be obtained, so no login was tried: check the token \
+             endpoint URL (tenant), client id and secret, refresh token or token file, and \
+             that this host reaches the endpoint over HTTPS (the detail carries the \
+             provider's error)"
+                .into(),
+        ),
         Reason::Protocol => out.push(format!(
             "the server did not speak {} as expected; check server and port (and tls)",
             t.protocol.as_str().to_ascii_uppercase()
@@ -169,4 +229,46 @@ pub(crate) fn advise(f: &Facts<'_>) -> Option<String> {
 
 fn join(parts: Vec<String>) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Account;
+
+    fn advice(host: &str, oauth_offered: bool) -> String {
+        let mut target = Account::for_test("g", "a", Protocol::Imap).target;
+        target.host = host.into();
+        let attempts = [Attempt {
+            method: Method::Plain,
+            result: AttemptResult::Rejected,
+        }];
+        advise(&Facts {
+            target: &target,
+            success: false,
+            method: None,
+            reason: Some(Reason::AuthRejected),
+            fallback: false,
+            cleartext: false,
+            attempts: &attempts,
+            oauth_offered,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_refused_password_at_an_oauth2_provider_is_not_a_wrong_password() {
+        for (host, offered) in [
+            ("mail.example.com", true),
+            ("outlook.office365.com", false),
+            ("IMAP.gmail.com.", false),
+        ] {
+            let a = advice(host, offered);
+            assert!(a.contains("oauth2:") && a.contains("app password"), "{a}");
+            assert!(!a.contains("check the username and password"), "{a}");
+        }
+        let a = advice("mail.example.com", false);
+        assert!(a.contains("check the username and password"), "{a}");
+        assert!(!a.contains("oauth2"), "{a}");
+    }
 }

@@ -8,7 +8,7 @@ use crate::proto::imap::{self, Capabilities, Code, Response, Status};
 use crate::proto::sasl;
 use crate::verdict::{Method, Phase, TlsMode};
 
-use super::{Conn, Dialect, Link, ProbeError, RungEnd, Session};
+use super::{Conn, Dialect, Link, ProbeError, RungEnd, Session, oauth};
 
 /// Most untagged lines accepted while waiting for one tagged answer.
 const MAX_UNTAGGED: usize = 1000;
@@ -252,6 +252,9 @@ impl Dialect for Imap {
             return Err(ProbeError::Preauth(preauth_detail(s.target.tls.mode)));
         }
         let caps = &link.caps.caps;
+        if s.target.oauth2.is_some() {
+            return oauth::plan(s.target, |m| caps.auth(m.as_str()));
+        }
         // LOGINDISABLED forbids the password in the clear on this connection: AUTHENTICATE
         // PLAIN carries it as plainly as LOGIN does (base64 is no encryption).
         let cleartext_forbidden = caps.login_disabled() && !link.tls;
@@ -405,6 +408,7 @@ impl Dialect for Imap {
                     .await;
                 finish_rung(m, result, tls)
             }
+            Method::Xoauth2 | Method::Oauthbearer => oauth_rung(s, link, m, tag).await,
             Method::Apop | Method::Pass => RungEnd::Failed(ProbeError::MechanismUnavailable(
                 format!("{m} is not an IMAP method"),
             )),
@@ -420,6 +424,68 @@ impl Dialect for Imap {
         })
         .await;
         conn.shutdown().await;
+    }
+}
+
+/// How an OAuth2 `AUTHENTICATE` ended.
+enum OAuthEnd {
+    /// Refused before the token went out.
+    Refused(Done),
+    /// Completed after the token went out, with what the server's error challenge said.
+    Done(Done, Option<String>),
+}
+
+/// `AUTHENTICATE XOAUTH2|OAUTHBEARER` with the token (SASL-IR when offered). A refusal comes
+/// as a base64 JSON challenge, answered as the mechanism requires, then `NO`.
+async fn oauth_rung(s: &mut Session<'_>, link: &mut Link<Caps>, m: Method, tag: String) -> RungEnd {
+    let blob = match oauth::response_for(s, m) {
+        Ok(blob) => blob,
+        Err(e) => return RungEnd::Failed(e),
+    };
+    let sasl_ir = link.caps.caps.sasl_ir();
+    let tls = link.tls;
+    let conn = &mut link.conn;
+    conn.transcript_mut().add_secret(&blob);
+    let result = s
+        .timed(Phase::Auth, async {
+            if sasl_ir {
+                conn.send(&format!("{tag} AUTHENTICATE {m} {blob}")).await?;
+            } else {
+                conn.send(&format!("{tag} AUTHENTICATE {m}")).await?;
+                match step(conn, &tag, &mut None).await? {
+                    Step::Continue(_) => {}
+                    Step::Done(d) => return Ok(OAuthEnd::Refused(d)),
+                }
+                conn.send_secret(&blob).await?;
+            }
+            match step(conn, &tag, &mut None).await? {
+                Step::Done(d) => Ok(OAuthEnd::Done(d, None)),
+                Step::Continue(challenge) => {
+                    let said = oauth::challenge_said(&challenge);
+                    conn.note(&said);
+                    conn.send(oauth::abort_line(m)).await?;
+                    Ok::<_, ProbeError>(OAuthEnd::Done(done(conn, &tag).await?, Some(said)))
+                }
+            }
+        })
+        .await;
+    // Refused before the token went out, it stayed home; after an error it may have left.
+    if !tls && !matches!(result, Ok(OAuthEnd::Refused(_))) {
+        s.cleartext = true;
+    }
+    match result {
+        Ok(OAuthEnd::Refused(d)) => refused_command(m, d, tls),
+        Ok(OAuthEnd::Done(d, said)) => match judge(m, d, tls) {
+            RungEnd::Rejected(ProbeError::AuthRejected(text)) => {
+                let text = match said {
+                    Some(said) => format!("{m}: the server refused the token: {text} ({said})"),
+                    None => format!("{m}: the server refused the token: {text}"),
+                };
+                RungEnd::Rejected(ProbeError::TokenRejected(text))
+            }
+            other => other,
+        },
+        Err(e) => RungEnd::from_error(e),
     }
 }
 

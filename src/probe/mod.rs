@@ -5,9 +5,13 @@
 //! starting with the method that worked last time. A rejected rung moves on to the next on
 //! the same connection while the server keeps it open, and on a fresh one when it hangs up.
 //! Every step runs under the probe's deadline.
+//!
+//! An account with OAuth2 credentials takes another path ([`oauth`]): a token first, then the
+//! strongest OAuth2 mechanism the server offers, never a password.
 
 mod advice;
 mod imap;
+mod oauth;
 mod pop3;
 
 use std::path::PathBuf;
@@ -23,9 +27,11 @@ use crate::conn::{ConnError, Connection};
 use crate::proto::sasl;
 use crate::secret::Password;
 use crate::tls::{self, Connectors, TlsError};
+use crate::token::{AccessToken, OAuth2Login};
 use crate::transcript::Transcript;
 use crate::verdict::{
-    Attempt, AttemptResult, AuthMode, Method, Phase, Phases, Protocol, Reason, TlsMode, Verdict,
+    Attempt, AttemptResult, AuthMode, Method, OAUTH2_METHODS, Phase, Phases, Protocol, Reason,
+    TlsMode, Verdict,
 };
 
 /// Default deadline for a whole probe. Dovecot delays each failed login by up to 15 s, and a
@@ -142,9 +148,22 @@ pub struct Target {
     pub auth_mode: AuthMode,
     /// Deadline for the whole probe; each phase is also bounded by it.
     pub timeout: Duration,
+    /// Log in with OAuth2 (XOAUTH2/OAUTHBEARER) and this token source instead of the password.
+    /// The configuration fills it for accounts with OAuth2 credentials.
+    pub oauth2: Option<OAuth2Login>,
 }
 
 impl Target {
+    /// The methods this account can log in with, strongest first: the OAuth2 ones for an
+    /// account with a token source, the protocol's password methods otherwise.
+    pub fn methods(&self) -> &'static [Method] {
+        if self.oauth2.is_some() {
+            &OAUTH2_METHODS
+        } else {
+            self.protocol.methods()
+        }
+    }
+
     /// `host:port` as shown to operators.
     pub fn server(&self) -> String {
         if self.host.contains(':') {
@@ -185,6 +204,12 @@ pub enum ProbeError {
     /// An IMAP `PREAUTH` greeting: logged in without any credential being checked.
     #[error("{0}")]
     Preauth(String),
+    /// The server refused the OAuth2 token.
+    #[error("{0}")]
+    TokenRejected(String),
+    /// No OAuth2 token could be had; no login was tried.
+    #[error("{0}")]
+    TokenUnavailable(String),
 }
 
 impl ProbeError {
@@ -202,6 +227,8 @@ impl ProbeError {
             ProbeError::MechanismUnavailable(_) => Reason::MechanismUnavailable,
             ProbeError::PlaintextDisallowed(_) => Reason::PlaintextDisallowed,
             ProbeError::Preauth(_) => Reason::Preauth,
+            ProbeError::TokenRejected(_) => Reason::TokenRejected,
+            ProbeError::TokenUnavailable(_) => Reason::TokenUnavailable,
         }
     }
 }
@@ -317,6 +344,8 @@ pub(crate) struct Session<'a> {
     pub oauth_offered: bool,
     /// Offered rungs moved to the end because earlier probes saw them rejected.
     held_back: Vec<Method>,
+    /// The OAuth2 token this probe logs in with, once fetched.
+    pub token: Option<AccessToken>,
     /// Held here while no connection is open.
     transcript: Transcript,
 }
@@ -337,6 +366,7 @@ impl<'a> Session<'a> {
             cert_expiry: None,
             oauth_offered: false,
             held_back: Vec::new(),
+            token: None,
             transcript: Transcript::new(&target.password),
         }
     }
@@ -521,21 +551,32 @@ pub async fn probe_metered(
 ) -> Verdict {
     let started = Instant::now();
     let mut s = Session::new(target, steps, connectors, meter);
-    let outcome = match credentials_problem(target) {
-        Some(e) => Err(e),
-        None => match target.protocol {
-            Protocol::Pop3 => ladder(&mut s, &pop3::Pop3).await,
-            Protocol::Imap => ladder(&mut s, &imap::Imap).await,
-        },
+    let outcome = match (credentials_problem(target), &target.oauth2) {
+        (Some(e), _) => Err(e),
+        (None, Some(login)) => oauth::login(&mut s, login).await,
+        (None, None) => walk(&mut s).await,
     };
     s.phases.total = started.elapsed();
     finish(s, outcome)
 }
 
+/// The protocol's ladder, on a connection of its own.
+async fn walk(s: &mut Session<'_>) -> Result<Option<Method>, ProbeError> {
+    match s.target.protocol {
+        Protocol::Pop3 => ladder(s, &pop3::Pop3).await,
+        Protocol::Imap => ladder(s, &imap::Imap).await,
+    }
+}
+
 /// Credentials no command can carry are refused before any command is built.
 fn credentials_problem(target: &Target) -> Option<ProbeError> {
     let bad = |v: &str| v.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0));
-    if bad(&target.username) || bad(target.password.expose()) {
+    // An OAuth2 account sends no password: only the username goes into a command, and into
+    // a SASL message whose fields %x01 separates.
+    let password_bad = target.oauth2.is_none() && bad(target.password.expose());
+    let user_bad =
+        bad(&target.username) || (target.oauth2.is_some() && target.username.contains('\x01'));
+    if user_bad || password_bad {
         return Some(ProbeError::MechanismUnavailable(
             "the username or password contains CR, LF or NUL, which no login command can carry"
                 .into(),
@@ -650,6 +691,9 @@ fn combine(rejections: Vec<(Method, ProbeError)>) -> ProbeError {
     let all_plaintext = rejections
         .iter()
         .all(|(_, e)| matches!(e, ProbeError::PlaintextDisallowed(_)));
+    let all_tokens = rejections
+        .iter()
+        .all(|(_, e)| matches!(e, ProbeError::TokenRejected(_)));
     let detail = rejections
         .iter()
         .map(|(m, e)| format!("{m} rejected: {e}"))
@@ -657,6 +701,8 @@ fn combine(rejections: Vec<(Method, ProbeError)>) -> ProbeError {
         .join("; ");
     if all_plaintext {
         ProbeError::PlaintextDisallowed(detail)
+    } else if all_tokens {
+        ProbeError::TokenRejected(detail)
     } else {
         ProbeError::AuthRejected(detail)
     }
@@ -688,8 +734,12 @@ fn finish(s: Session<'_>, outcome: Result<Option<Method>, ProbeError>) -> Verdic
             result: AttemptResult::Rejected,
         })
         .collect();
+    // A token refused and replaced by a fresh one is no fallback: the method was the same.
     let fallback = success
-        && (!held_back.is_empty() || attempts.iter().any(|a| a.result == AttemptResult::Rejected));
+        && (!held_back.is_empty()
+            || attempts
+                .iter()
+                .any(|a| a.result == AttemptResult::Rejected && !a.method.is_oauth2()));
     let advice_attempts: Vec<Attempt> = held_back.iter().chain(&attempts).copied().collect();
     let reason = error.as_ref().map(ProbeError::reason);
     let detail = error.as_ref().map(|e| transcript.scrub(&e.to_string()));
@@ -792,6 +842,11 @@ mod tests {
                 Reason::PlaintextDisallowed,
             ),
             (ProbeError::Preauth("x".into()), Reason::Preauth),
+            (ProbeError::TokenRejected("x".into()), Reason::TokenRejected),
+            (
+                ProbeError::TokenUnavailable("x".into()),
+                Reason::TokenUnavailable,
+            ),
         ];
         for (e, r) in cases {
             assert_eq!(e.reason(), r, "{e:?}");

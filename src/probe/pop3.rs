@@ -9,7 +9,11 @@ use crate::proto::pop3::{self, Capabilities, Refusal, Reply};
 use crate::proto::sasl;
 use crate::verdict::{AuthMode, Method, Phase, TlsMode};
 
-use super::{Conn, Dialect, Link, ProbeError, RungEnd, Session};
+use super::{Conn, Dialect, Link, ProbeError, RungEnd, Session, oauth};
+
+/// Longest AUTH command that may carry its initial response (RFC 5034 section 4: 255 octets
+/// without the CRLF); a longer one (most OAuth2 tokens) goes after an empty challenge.
+const MAX_AUTH_LINE: usize = 255;
 
 pub(crate) struct Pop3;
 
@@ -87,6 +91,9 @@ impl Dialect for Pop3 {
                 Err(e) => return Err(s.abandon(conn, e)),
             };
         }
+        s.oauth_offered |= capa_found
+            .as_ref()
+            .is_some_and(|c| c.has_sasl("XOAUTH2") || c.has_sasl("OAUTHBEARER"));
         Ok(Link {
             conn,
             tls,
@@ -111,6 +118,9 @@ impl Dialect for Pop3 {
                  connection is unencrypted; nothing was sent"
                     .into(),
             ));
+        }
+        if s.target.oauth2.is_some() {
+            return oauth::plan(s.target, |m| capa.is_some_and(|c| c.has_sasl(m.as_str())));
         }
         match s.target.auth_mode {
             AuthMode::Apop if caps.timestamp.is_none() => {
@@ -137,6 +147,12 @@ impl Dialect for Pop3 {
             // the command makes it unavailable.
             AuthMode::Apop | AuthMode::CramMd5 | AuthMode::Pass => {
                 Ok(vec![s.target.auth_mode.pinned().expect("pinned mode")])
+            }
+            AuthMode::Xoauth2 | AuthMode::Oauthbearer => {
+                Err(ProbeError::MechanismUnavailable(format!(
+                    "auth_mode {} needs OAuth2 credentials, and this account has a password only",
+                    s.target.auth_mode
+                )))
             }
             AuthMode::Best => {
                 let mut rungs = Vec::new();
@@ -278,6 +294,7 @@ impl Dialect for Pop3 {
                     .await;
                 judge(m, sent, tls).stay_on_connection()
             }
+            Method::Xoauth2 | Method::Oauthbearer => oauth_rung(s, link, m).await,
             Method::Plain | Method::Login => RungEnd::Failed(ProbeError::MechanismUnavailable(
                 format!("{m} is not a POP3 method"),
             )),
@@ -293,6 +310,94 @@ impl Dialect for Pop3 {
         .await;
         conn.shutdown().await;
     }
+}
+
+/// How an OAuth2 `AUTH` ended.
+enum OAuthEnd {
+    /// Refused before the token went out.
+    Refused(Reply),
+    /// Answered after the token went out, with what the server's error challenge said.
+    Done(Reply, Option<String>),
+}
+
+/// `AUTH XOAUTH2|OAUTHBEARER` with the token as initial response (RFC 5034), or after an
+/// empty challenge when the command would be too long or the mechanism is not listed. A refusal comes as a base64 JSON
+/// challenge, answered as the mechanism requires, then `-ERR`.
+async fn oauth_rung(s: &mut Session<'_>, link: &mut Link<Caps>, m: Method) -> RungEnd {
+    let blob = match oauth::response_for(s, m) {
+        Ok(blob) => blob,
+        Err(e) => return RungEnd::Failed(e),
+    };
+    let tls = link.tls;
+    let conn = &mut link.conn;
+    conn.transcript_mut().add_secret(&blob);
+    let command = format!("AUTH {m} {blob}");
+    // A pinned mechanism the server does not list may be refused as a command: asked for
+    // without the token, the refusal comes before the token goes out.
+    let listed = link
+        .caps
+        .capa
+        .as_ref()
+        .is_some_and(|c| c.has_sasl(m.as_str()));
+    let result = s
+        .timed(Phase::Auth, async {
+            if listed && command.len() <= MAX_AUTH_LINE {
+                conn.send(&command).await?;
+            } else {
+                conn.send(&format!("AUTH {m}")).await?;
+                let line = conn.read_line().await?;
+                if pop3::continuation(&line).is_none() {
+                    return match pop3::parse_reply(&line) {
+                        Ok(reply) => Ok(OAuthEnd::Refused(reply)),
+                        Err(e) => Err(ProbeError::Protocol(e.to_string())),
+                    };
+                }
+                conn.send_secret(&blob).await?;
+            }
+            let line = conn.read_line().await?;
+            match pop3::continuation(&line) {
+                None => Ok(OAuthEnd::Done(parse(&line)?, None)),
+                Some(challenge) => {
+                    let said = oauth::challenge_said(challenge);
+                    conn.note(&said);
+                    conn.send(oauth::abort_line(m)).await?;
+                    Ok::<_, ProbeError>(OAuthEnd::Done(read_reply(conn).await?, Some(said)))
+                }
+            }
+        })
+        .await;
+    // Refused before the token went out, it stayed home; after an error it may have left.
+    if !tls && !matches!(result, Ok(OAuthEnd::Refused(_))) {
+        s.cleartext = true;
+    }
+    match result {
+        Ok(OAuthEnd::Refused(reply)) if !reply.ok => match reply.refusal(tls) {
+            Refusal::Credentials => RungEnd::Failed(ProbeError::MechanismUnavailable(format!(
+                "the server refused AUTH {m}: -ERR {}{}",
+                code_prefix(&reply),
+                reply.text
+            ))),
+            _ => judge(m, Ok(reply), tls),
+        },
+        Ok(OAuthEnd::Refused(_)) => RungEnd::Failed(ProbeError::Protocol(format!(
+            "the server completed AUTH {m} without taking a credential"
+        ))),
+        Ok(OAuthEnd::Done(reply, said)) => match judge(m, Ok(reply), tls) {
+            RungEnd::Rejected(ProbeError::AuthRejected(text)) => {
+                let text = match said {
+                    Some(said) => format!("{m}: the server refused the token: {text} ({said})"),
+                    None => format!("{m}: the server refused the token: {text}"),
+                };
+                RungEnd::Rejected(ProbeError::TokenRejected(text))
+            }
+            other => other.stay_on_connection(),
+        },
+        Err(e) => RungEnd::from_error(e).stay_on_connection(),
+    }
+}
+
+fn parse(line: &str) -> Result<Reply, ProbeError> {
+    pop3::parse_reply(line).map_err(|e| ProbeError::Protocol(e.to_string()))
 }
 
 fn code_prefix(reply: &Reply) -> String {

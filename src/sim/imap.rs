@@ -79,9 +79,7 @@ impl Offer {
                 }
             }
         }
-        if *behavior == Behavior::OAuthOnly {
-            mechanisms.extend(["XOAUTH2", "OAUTHBEARER"]);
-        }
+        mechanisms.extend(spec.oauth_mechanisms());
         let starttls = spec.tls == TlsMode::Starttls
             && !tls_active
             && !matches!(behavior, Behavior::CleartextOnly | Behavior::LoginDisabled);
@@ -563,11 +561,32 @@ impl Imap<'_> {
                 self.conclude(wire, tag, Attempt::Plain, valid).await
             }
             _ => {
-                // XOAUTH2 / OAUTHBEARER: take the token, reject it.
-                if initial.is_none() && self.sasl_answer(wire, tag, "+ \r\n").await?.is_none() {
+                // XOAUTH2 / OAUTHBEARER.
+                let answer = match initial {
+                    Some(initial) => self.decode(wire, tag, initial).await?,
+                    None => self.sasl_answer(wire, tag, "+ \r\n").await?,
+                };
+                let Some(answer) = answer else {
                     return Ok(Flow::Continue);
+                };
+                let valid = self.shared.check_oauth(&mechanism, &answer);
+                if !valid && *behavior == Behavior::OAuthOnly {
+                    let challenge = format!("+ {}\r\n", super::oauth_error_challenge());
+                    wire.send(&challenge).await?;
+                    let Some(line) = wire.read_line().await? else {
+                        return Err(io::ErrorKind::UnexpectedEof.into());
+                    };
+                    self.hear(&line);
+                    if !super::oauth_error_answered(&mechanism, &line) {
+                        self.shared.count(false);
+                        wire.send(&format!(
+                            "{tag} BAD Invalid answer to the error challenge.\r\n"
+                        ))
+                        .await?;
+                        return Ok(Flow::Continue);
+                    }
                 }
-                self.conclude(wire, tag, Attempt::OAuth, false).await
+                self.conclude(wire, tag, Attempt::OAuth, valid).await
             }
         }
     }

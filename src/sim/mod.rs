@@ -119,7 +119,11 @@ pub enum Behavior {
     /// answered `-ERR [AUTH] Plaintext authentication disallowed`.
     LoginDisabled,
     /// A provider that dropped passwords (Microsoft 365, Google): only XOAUTH2 and OAUTHBEARER
-    /// are advertised (IMAP adds LOGINDISABLED); passwords sent anyway fail as wrong ones.
+    /// are advertised (as [`SimSpec::xoauth2`] and [`SimSpec::oauthbearer`] say; IMAP adds
+    /// LOGINDISABLED); passwords sent anyway fail as wrong ones. A known user presenting
+    /// [`SimSpec::oauth2_token`] is logged in; any other token is answered with the base64
+    /// JSON error challenge (RFC 7628), and, once the client has answered it as the
+    /// mechanism requires (`AQ==` for OAUTHBEARER, an empty line for XOAUTH2), refused.
     OAuthOnly,
     /// IMAP only: a `* PREAUTH` greeting (e.g. imapd run over ssh), already authenticated.
     Preauth,
@@ -200,6 +204,14 @@ pub struct SimSpec {
     /// Every refused login is answered this long after the credential arrived, as Dovecot's
     /// failure delay and per-address penalty (up to 15 s) do. Zero: at once.
     pub rejection_delay: Duration,
+    /// [`Behavior::OAuthOnly`]: the bearer token accepted for every known user; `None`: none.
+    /// With [`Behavior::EchoRefusals`], set to anything: XOAUTH2/OAUTHBEARER are offered too
+    /// (and refused with the echo like every login).
+    pub oauth2_token: Option<String>,
+    /// [`Behavior::OAuthOnly`]: XOAUTH2 advertised.
+    pub xoauth2: bool,
+    /// [`Behavior::OAuthOnly`]: OAUTHBEARER advertised.
+    pub oauthbearer: bool,
 }
 
 impl SimSpec {
@@ -219,7 +231,26 @@ impl SimSpec {
             unlisted_cram_md5: false,
             fixed_stamp: None,
             rejection_delay: Duration::ZERO,
+            oauth2_token: None,
+            xoauth2: true,
+            oauthbearer: true,
         }
+    }
+
+    /// The OAuth2 mechanisms a [`Behavior::OAuthOnly`] server advertises (and an echoing one
+    /// given a token).
+    fn oauth_mechanisms(&self) -> Vec<&'static str> {
+        let mut mechanisms = Vec::new();
+        let echo = self.behavior == Behavior::EchoRefusals && self.oauth2_token.is_some();
+        if self.behavior == Behavior::OAuthOnly || echo {
+            if self.xoauth2 {
+                mechanisms.push("XOAUTH2");
+            }
+            if self.oauthbearer {
+                mechanisms.push("OAUTHBEARER");
+            }
+        }
+        mechanisms
     }
 
     /// Adds an account.
@@ -274,6 +305,9 @@ impl std::fmt::Debug for SimSpec {
             .field("unlisted_cram_md5", &self.unlisted_cram_md5)
             .field("fixed_stamp", &self.fixed_stamp)
             .field("rejection_delay", &self.rejection_delay)
+            .field("oauth2_token", &self.oauth2_token.as_ref().map(|_| "***"))
+            .field("xoauth2", &self.xoauth2)
+            .field("oauthbearer", &self.oauthbearer)
             .finish()
     }
 }
@@ -365,6 +399,7 @@ impl Shared {
             Behavior::UnverifiableDigestsThenClose if attempt.is_digest() => {
                 Judgement::FailAndClose
             }
+            Behavior::OAuthOnly if attempt == Attempt::OAuth && valid => Judgement::Accept,
             Behavior::OAuthOnly | Behavior::EchoRefusals => Judgement::Fail,
             // No token is ever valid here: the simulator knows passwords only.
             _ if attempt == Attempt::OAuth => Judgement::Fail,
@@ -422,6 +457,52 @@ impl Shared {
         })
     }
 
+    /// Checks a decoded XOAUTH2 (`user=U\x01auth=Bearer T\x01\x01`) or OAUTHBEARER (RFC 7628:
+    /// `n,a=U,\x01...auth=Bearer T\x01\x01`) message: a known user and the spec's token.
+    fn check_oauth(&self, mechanism: &str, message: &[u8]) -> bool {
+        let Some(token) = self.spec.oauth2_token.as_deref() else {
+            return false;
+        };
+        let Ok(message) = std::str::from_utf8(message) else {
+            return false;
+        };
+        let Some(pairs) = message.strip_suffix("\x01\x01") else {
+            return false;
+        };
+        let (user, pairs) = match mechanism {
+            "OAUTHBEARER" => {
+                let Some((header, pairs)) = message.split_once('\x01') else {
+                    return false;
+                };
+                let Some(user) = header
+                    .strip_prefix("n,a=")
+                    .and_then(|rest| rest.strip_suffix(','))
+                else {
+                    return false;
+                };
+                let pairs = pairs.strip_suffix("\x01\x01").unwrap_or(pairs);
+                (
+                    user.replace("=2C", ",").replace("=3D", "="),
+                    pairs.to_string(),
+                )
+            }
+            _ => {
+                let mut fields = pairs.splitn(2, '\x01');
+                let Some(user) = fields.next().and_then(|f| f.strip_prefix("user=")) else {
+                    return false;
+                };
+                (
+                    user.to_string(),
+                    fields.next().unwrap_or_default().to_string(),
+                )
+            }
+        };
+        let presented = pairs
+            .split('\x01')
+            .find_map(|kv| kv.strip_prefix("auth=Bearer "));
+        self.spec.password(&user).is_some() && presented == Some(token)
+    }
+
     /// Checks a decoded PLAIN message, "authzid\0authcid\0passwd" (RFC 4616). Acting as
     /// another user (a different authzid) is never allowed.
     fn check_plain(&self, message: &[u8]) -> bool {
@@ -438,6 +519,25 @@ impl Shared {
             (Ok(user), Ok(password)) => self.check_password(user, password),
             _ => false,
         }
+    }
+}
+
+/// The base64 JSON error challenge an OAuth2 server sends for a token it refuses (RFC 7628
+/// section 3.2.2).
+fn oauth_error_challenge() -> String {
+    sasl::encode(
+        br#"{"status":"invalid_token","schemes":"bearer","scope":"https://sim.example/mail"}"#,
+    )
+}
+
+/// Whether `line` is the answer `mechanism` requires to an error challenge: `AQ==` (a lone
+/// %x01) for OAUTHBEARER, an empty line for XOAUTH2.
+fn oauth_error_answered(mechanism: &str, line: &[u8]) -> bool {
+    let line = String::from_utf8_lossy(line);
+    let line = line.trim_end_matches(['\r', '\n']);
+    match mechanism {
+        "OAUTHBEARER" => line == sasl::OAUTHBEARER_ABORT,
+        _ => line.is_empty(),
     }
 }
 

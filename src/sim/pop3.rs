@@ -37,7 +37,7 @@ struct Offer {
     /// CRAM-MD5 accepted though not listed.
     unlisted_cram_md5: bool,
     plain: bool,
-    oauth: bool,
+    oauth: Vec<&'static str>,
     user: bool,
     stls: bool,
     /// The refusal every login meets on this connection, if TLS is demanded.
@@ -62,7 +62,7 @@ impl Offer {
             cram_md5: ((full && spec.cram_md5) || cram_md5_only) && !spec.unlisted_cram_md5,
             unlisted_cram_md5: spec.unlisted_cram_md5,
             plain: full && spec.plain,
-            oauth: spec.behavior == Behavior::OAuthOnly,
+            oauth: spec.oauth_mechanisms(),
             user: !layer
                 && !matches!(
                     spec.behavior,
@@ -99,9 +99,7 @@ impl Offer {
         if self.plain {
             mechanisms.push("PLAIN");
         }
-        if self.oauth {
-            mechanisms.extend(["XOAUTH2", "OAUTHBEARER"]);
-        }
+        mechanisms.extend(self.oauth.iter().copied());
         mechanisms
     }
 
@@ -374,11 +372,32 @@ impl Pop3<'_> {
                 self.conclude(wire, Attempt::Plain, valid).await
             }
             _ => {
-                // XOAUTH2 / OAUTHBEARER: take the token, reject it.
-                if initial.is_empty() && self.sasl_answer(wire, "+ \r\n").await?.is_none() {
+                // XOAUTH2 / OAUTHBEARER.
+                let answer = if initial.is_empty() {
+                    self.sasl_answer(wire, "+ \r\n").await?
+                } else {
+                    self.decode(wire, initial).await?
+                };
+                let Some(answer) = answer else {
                     return Ok(Flow::Continue);
+                };
+                let valid = self.shared.check_oauth(&mechanism, &answer);
+                if !valid && self.shared.spec.behavior == Behavior::OAuthOnly {
+                    let challenge = format!("+ {}\r\n", super::oauth_error_challenge());
+                    wire.send(&challenge).await?;
+                    let Some(line) = wire.read_line().await? else {
+                        return Err(io::ErrorKind::UnexpectedEof.into());
+                    };
+                    let text = String::from_utf8_lossy(&line).into_owned();
+                    self.hear(&text);
+                    if !super::oauth_error_answered(&mechanism, &line) {
+                        self.shared.count(false);
+                        wire.send("-ERR Invalid answer to the error challenge.\r\n")
+                            .await?;
+                        return Ok(Flow::Continue);
+                    }
                 }
-                self.conclude(wire, Attempt::OAuth, false).await
+                self.conclude(wire, Attempt::OAuth, valid).await
             }
         }
     }

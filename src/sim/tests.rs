@@ -504,11 +504,47 @@ async fn pop3_login_disabled_and_oauth_only() {
         c.cmd(&format!("PASS {PASSWORD}")).await,
         "-ERR [AUTH] Authentication failed."
     );
+    // A wrong token meets the JSON error challenge; the refusal follows the empty answer.
+    let wrong = sasl::xoauth2_response(USER, "wrong-token");
+    let challenge = c.cmd(&format!("AUTH XOAUTH2 {wrong}")).await;
+    let status = sasl::parse_oauth_error(challenge.strip_prefix("+ ").unwrap()).unwrap();
+    assert_eq!(status.status.as_deref(), Some("invalid_token"));
+    assert!(c.cmd("").await.starts_with("-ERR [AUTH]"));
+    // Anything else in answer to the challenge is a protocol error.
+    let wrong = sasl::oauthbearer_response(USER, "h", 995, "wrong-token");
     assert!(
-        c.cmd("AUTH XOAUTH2 dG9rZW4=")
+        c.cmd(&format!("AUTH OAUTHBEARER {wrong}"))
             .await
-            .starts_with("-ERR [AUTH]")
+            .starts_with("+ ")
     );
+    assert!(c.cmd("").await.starts_with("-ERR Invalid answer"));
+    assert_eq!(server.stats().logins_ok, 0);
+}
+
+#[tokio::test]
+async fn pop3_oauth_only_takes_its_token() {
+    let mut spec = SimSpec::new(Protocol::Pop3, TlsMode::Implicit, Behavior::OAuthOnly);
+    spec.oauth2_token = Some("good-token".into());
+    spec.xoauth2 = false;
+    let server = SimServer::start(spec.user(USER, PASSWORD)).await.unwrap();
+    let mut c = tls(&server).await;
+    c.line().await;
+    c.cmd("CAPA").await;
+    let capa = c.multiline().await;
+    assert!(capa.iter().any(|l| l == "SASL OAUTHBEARER"), "{capa:?}");
+    // Without an initial response, the message follows an empty challenge (RFC 5034).
+    assert_eq!(c.cmd("AUTH OAUTHBEARER").await, "+ ");
+    let bad = sasl::oauthbearer_response(USER, "h", 995, "stale-token");
+    assert!(c.cmd(&bad).await.starts_with("+ "));
+    assert!(c.cmd("AQ==").await.starts_with("-ERR [AUTH]"));
+    let good = sasl::oauthbearer_response(USER, "h", 995, "good-token");
+    assert!(
+        c.cmd(&format!("AUTH OAUTHBEARER {good}"))
+            .await
+            .starts_with("+OK")
+    );
+    assert_eq!(server.stats().logins_ok, 1);
+    assert_eq!(server.stats().logins_rejected, 1);
 }
 
 // ---- IMAP ----
@@ -770,11 +806,32 @@ async fn imap_oauth_only_rejects_passwords() {
         c.cmd(&format!("a2 AUTHENTICATE PLAIN {response}")).await,
         "a2 NO [AUTHENTICATIONFAILED] Authentication failed."
     );
+    let wrong = sasl::xoauth2_response(USER, "wrong-token");
     assert!(
-        c.cmd("a3 AUTHENTICATE XOAUTH2 dG9rZW4=")
+        c.cmd(&format!("a3 AUTHENTICATE XOAUTH2 {wrong}"))
             .await
-            .starts_with("a3 NO")
+            .starts_with("+ ")
     );
+    assert!(c.cmd("").await.starts_with("a3 NO"));
+}
+
+#[tokio::test]
+async fn imap_oauth_only_takes_its_token() {
+    let mut spec = SimSpec::new(Protocol::Imap, TlsMode::Implicit, Behavior::OAuthOnly);
+    spec.oauth2_token = Some("good-token".into());
+    spec.sasl_ir = false;
+    let server = SimServer::start(spec.user(USER, PASSWORD)).await.unwrap();
+    let mut c = tls(&server).await;
+    c.line().await;
+    // A user the server does not know is refused even with the right token.
+    assert_eq!(c.cmd("a1 AUTHENTICATE OAUTHBEARER").await, "+ ");
+    let stranger = sasl::oauthbearer_response("bob@example.com", "h", 993, "good-token");
+    assert!(c.cmd(&stranger).await.starts_with("+ "));
+    assert!(c.cmd("AQ==").await.starts_with("a1 NO"));
+    assert_eq!(c.cmd("a2 AUTHENTICATE XOAUTH2").await, "+ ");
+    let good = sasl::xoauth2_response(USER, "good-token");
+    assert!(c.cmd(&good).await.starts_with("a2 OK"));
+    assert_eq!(server.stats().logins_ok, 1);
 }
 
 #[tokio::test]
