@@ -372,7 +372,8 @@ impl<E: Exporter> Load for Reloader<E> {
             let now = SystemTime::now();
             match loaded {
                 Ok((config, web_config)) => {
-                    if let Some(web_config) = web_config {
+                    if let Some(mut web_config) = web_config {
+                        web_config.keep_checks_from(&self.web_config.borrow());
                         self.web_config.send_replace(web_config);
                     }
                     let accounts = config.account_count();

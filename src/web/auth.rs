@@ -65,6 +65,12 @@ impl BasicAuth {
         })
     }
 
+    /// Whether `other` has exactly the same users and hashes: a reload that changed nothing
+    /// here keeps the previous instance, with its remembered checks.
+    pub fn same_users(&self, other: &BasicAuth) -> bool {
+        self.users == other.users
+    }
+
     /// The configured user names (hashes are secrets too: they can be attacked offline).
     pub fn user_names(&self) -> impl Iterator<Item = &str> {
         self.users.keys().map(String::as_str)

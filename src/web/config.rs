@@ -115,6 +115,18 @@ const SUPPORTED: &str = "supported: tls_server_config (cert_file, key_file, cert
                          basic_auth_users, rate_limit (interval, burst)";
 
 impl WebConfig {
+    /// Takes over `previous`'s basic auth when its users and hashes are unchanged, so that a
+    /// reload does not forget the successful checks: otherwise a scraper's first request
+    /// after it would queue behind every bcrypt check in progress, a flood of wrong
+    /// passwords included.
+    pub fn keep_checks_from(&mut self, previous: &WebConfig) {
+        if let (Some(new), Some(old)) = (&self.auth, &previous.auth)
+            && new.same_users(old)
+        {
+            self.auth = Some(Arc::clone(old));
+        }
+    }
+
     /// Reads `path`; relative file names in it are resolved against its directory.
     pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
         let invalid = |message| WebConfigError::Invalid {

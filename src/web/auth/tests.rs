@@ -115,3 +115,33 @@ async fn passwords_past_72_bytes_are_refused_not_truncated() {
     let e = HashError::TooLong.to_string();
     assert!(e.contains("longer than 72 bytes"), "{e}");
 }
+
+/// A reload that leaves the users as they were keeps the remembered checks: otherwise the
+/// first scrape after every reload would queue behind a flood's bcrypt checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_with_the_same_users_keeps_the_remembered_checks() {
+    let text = |user: &str, hash: &str| format!("basic_auth_users:\n  {user}: '{hash}'\n");
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    let first = WebConfig::parse(&text("alice", &hash), Path::new("")).unwrap();
+    let auth = Arc::clone(first.auth.as_ref().unwrap());
+    assert!(auth.allows(Some(basic("alice", "s3cret").as_bytes())).await);
+    assert_eq!(auth.runs.load(Ordering::SeqCst), 1);
+
+    let mut same = WebConfig::parse(&text("alice", &hash), Path::new("")).unwrap();
+    same.keep_checks_from(&first);
+    let kept = same.auth.as_ref().unwrap();
+    assert!(Arc::ptr_eq(kept, &auth));
+    assert!(kept.allows(Some(basic("alice", "s3cret").as_bytes())).await);
+    assert_eq!(
+        auth.runs.load(Ordering::SeqCst),
+        1,
+        "remembered across the reload"
+    );
+
+    let other_hash = bcrypt::hash("other", 4).unwrap();
+    for changed in [text("alice", &other_hash), text("bob", &hash)] {
+        let mut changed = WebConfig::parse(&changed, Path::new("")).unwrap();
+        changed.keep_checks_from(&first);
+        assert!(!Arc::ptr_eq(changed.auth.as_ref().unwrap(), &auth));
+    }
+}
