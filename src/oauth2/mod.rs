@@ -19,6 +19,9 @@ use std::time::Duration;
 pub use cache::Policy;
 pub use registry::{SourceStats, Tokens};
 
+/// The `result` values of a token request, as counted in [`SourceStats::requests`].
+pub const RESULTS: [&str; 4] = ["success", "error", "unreachable", "malformed"];
+
 /// A client secret or a refresh token. `Debug` and `Display` print `***`.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Secret(String);
