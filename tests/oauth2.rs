@@ -1,6 +1,8 @@
 //! OAuth2 token sources against the local OAuth2 provider over HTTPS with its test CA: both
 //! grants, one request for many callers, expiry, a refused token, and every failure mode of
 //! the token endpoint (with the provider's error in the text, no secret, and the floor kept).
+//! Then end to end: accounts made from config keys probe a real Dovecot whose oauth2 passdb
+//! introspects the tokens at the same provider.
 
 mod support;
 
@@ -307,4 +309,331 @@ async fn a_token_file_is_read_again_when_it_changes() {
     assert!(text.contains("does not hold one token"), "{text}");
     std::fs::remove_file(&path).unwrap();
     assert!(source.token().await.is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// End to end: config, token sources, the library probe and a real Dovecot.
+
+use mailbox_exporter::config::{Config, Format};
+use mailbox_exporter::probe;
+use mailbox_exporter::verdict::{Method, Reason, Verdict};
+use support::Dovecot;
+
+macro_rules! peers {
+    ($test:literal) => {{
+        let provider = OAuth2Provider::start();
+        match Dovecot::oauth2_or_skip(&provider, $test) {
+            Some(dovecot) => (provider, dovecot),
+            None => return,
+        }
+    }};
+}
+
+/// The environment the configs name their secrets in.
+fn secrets_env() -> Vec<(String, String)> {
+    vec![
+        ("CLIENT_SECRET".into(), CLIENT_SECRET.into()),
+        ("REFRESH_TOKEN".into(), REFRESH_TOKEN.into()),
+    ]
+}
+
+/// A config whose `defaults` log in at `dovecot` with tokens from `provider` by
+/// client_credentials, with `accounts` (YAML list items, indented by 6) in group `g`.
+fn config_text(provider: &OAuth2Provider, dovecot: &Dovecot, accounts: &str) -> String {
+    format!(
+        "
+defaults:
+  tls: implicit
+  ca_file: {dovecot_ca}
+  timeout: 20s
+  oauth2:
+    grant: client_credentials
+    token_url: {token_url}
+    client_id: {CLIENT_ID}
+    client_secret_env: CLIENT_SECRET
+    scope: mail
+    ca_file: {provider_ca}
+    timeout: 2s
+groups:
+  - name: g
+    accounts:
+{accounts}",
+        dovecot_ca = dovecot.ca_file().display(),
+        token_url = provider.token_url(),
+        provider_ca = provider.ca_file().display(),
+    )
+}
+
+fn account(dovecot: &Dovecot, name: &str, protocol: &str, extra: &str) -> String {
+    let port = match protocol {
+        "imap" => dovecot.imaps_addr().port(),
+        _ => dovecot.pop3s_addr().port(),
+    };
+    format!(
+        "      - name: {name}\n        server: {host}:{port}\n        username: {user}\n        protocol: {protocol}\n{extra}",
+        host = dovecot.tls_domain(),
+        user = dovecot.user(),
+    )
+}
+
+/// The config made from `text`, its OAuth2 accounts resolved through `tokens`.
+fn config(text: &str, tokens: &Tokens) -> Config {
+    let mut config =
+        Config::from_str_with_env(text, Format::Yaml, std::path::Path::new(""), secrets_env())
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+    config.resolve_oauth2(tokens).expect("resolved");
+    config
+}
+
+async fn probe_account(config: &Config, name: &str) -> Verdict {
+    let account = config.find_account(name).expect("the account");
+    let verdict =
+        tokio::time::timeout(Duration::from_secs(60), probe::probe(&account.target, None))
+            .await
+            .expect("the probe hung");
+    let dump = format!("{verdict:?}");
+    for secret in [CLIENT_SECRET, REFRESH_TOKEN] {
+        assert!(!dump.contains(secret), "a secret in {dump}");
+    }
+    verdict
+}
+
+#[tokio::test]
+async fn config_made_accounts_log_in_over_imap_and_pop3_with_both_mechanisms() {
+    let (provider, dovecot) =
+        peers!("config_made_accounts_log_in_over_imap_and_pop3_with_both_mechanisms");
+    let refresh = "        oauth2:\n          grant: refresh_token\n          refresh_token_env: REFRESH_TOKEN\n";
+    let accounts = [
+        account(&dovecot, "imap", "imap", ""),
+        account(
+            &dovecot,
+            "pop3-xoauth2",
+            "pop3",
+            "        auth_mode: XOAUTH2\n",
+        ),
+        account(
+            &dovecot,
+            "pop3-oauthbearer",
+            "pop3",
+            "        auth_mode: OAUTHBEARER\n",
+        ),
+        account(&dovecot, "imap-refresh", "imap", refresh),
+        account(
+            &dovecot,
+            "pop3-refresh",
+            "pop3",
+            &format!("        auth_mode: XOAUTH2\n{refresh}"),
+        ),
+    ]
+    .concat();
+    let tokens = Tokens::default();
+    let config = config(&config_text(&provider, &dovecot, &accounts), &tokens);
+    for (name, method) in [
+        // IMAP picks the strongest mechanism Dovecot advertises; POP3 is pinned.
+        ("imap", Method::Oauthbearer),
+        ("pop3-xoauth2", Method::Xoauth2),
+        ("pop3-oauthbearer", Method::Oauthbearer),
+        ("imap-refresh", Method::Oauthbearer),
+        ("pop3-refresh", Method::Xoauth2),
+    ] {
+        let verdict = probe_account(&config, name).await;
+        assert!(verdict.success, "{name}: {verdict:#?}");
+        assert_eq!(verdict.method, Some(method), "{name}");
+        assert!(verdict.cert_expiry.is_some(), "{name}: over TLS");
+    }
+    let counts = provider.counts();
+    assert_eq!(
+        counts.grant("client_credentials"),
+        1,
+        "one shared source: {counts:?}"
+    );
+    assert_eq!(
+        counts.grant("refresh_token"),
+        1,
+        "one shared source: {counts:?}"
+    );
+    assert_eq!(counts.active, 5, "every login introspected: {counts:?}");
+}
+
+/// The product keeps a token that was fetched less than a floor interval ago when a server
+/// refuses it (one request per floor at most): the probe reports `token_rejected`. Once the
+/// token is older than the floor (here: a zero floor), the probe's one re-fetch brings a fresh
+/// token and the same probe logs in.
+#[tokio::test]
+async fn a_revoked_token_is_rejected_then_replaced() {
+    let (provider, dovecot) = peers!("a_revoked_token_is_rejected_then_replaced");
+    let accounts = account(&dovecot, "imap", "imap", "");
+    let text = config_text(&provider, &dovecot, &accounts);
+
+    // Within the floor: token_rejected, no second token request.
+    let tokens = Tokens::default();
+    let young = config(&text, &tokens);
+    assert!(probe_account(&young, "imap").await.success);
+    let first = young
+        .find_account("imap")
+        .unwrap()
+        .target
+        .oauth2
+        .clone()
+        .unwrap();
+    provider.revoke(first.source.token().await.unwrap().expose());
+    let verdict = probe_account(&young, "imap").await;
+    assert_eq!(verdict.reason, Some(Reason::TokenRejected), "{verdict:#?}");
+    assert_eq!(provider.counts().token, 1);
+
+    // Past the floor: the rejected token is dropped and the probe's re-fetch logs in.
+    let tokens = Tokens::new(Policy {
+        floor: Duration::ZERO,
+        ..Policy::default()
+    });
+    let old = config(&text, &tokens);
+    assert!(probe_account(&old, "imap").await.success);
+    assert_eq!(provider.counts().token, 2);
+    let login = old
+        .find_account("imap")
+        .unwrap()
+        .target
+        .oauth2
+        .clone()
+        .unwrap();
+    provider.revoke(login.source.token().await.unwrap().expose());
+    let verdict = probe_account(&old, "imap").await;
+    assert!(verdict.success, "{verdict:#?}");
+    assert_eq!(provider.counts().token, 3, "one fresh token");
+    assert!(probe_account(&old, "imap").await.success);
+    assert_eq!(provider.counts().token, 3, "and it is cached");
+}
+
+/// No token: `token_unavailable` with the provider's error, and Dovecot never asked.
+async fn unavailable(provider: &OAuth2Provider, dovecot: &Dovecot, oauth2: &str, expected: &str) {
+    let accounts = [
+        account(dovecot, "imap", "imap", oauth2),
+        account(
+            dovecot,
+            "pop3",
+            "pop3",
+            &format!("        auth_mode: XOAUTH2\n{oauth2}"),
+        ),
+    ]
+    .concat();
+    let tokens = Tokens::default();
+    let config = config(&config_text(provider, dovecot, &accounts), &tokens);
+    for name in ["imap", "pop3"] {
+        let verdict = probe_account(&config, name).await;
+        assert_eq!(
+            verdict.reason,
+            Some(Reason::TokenUnavailable),
+            "{name}: {verdict:#?}"
+        );
+        let detail = verdict.detail.clone().unwrap_or_default();
+        assert!(
+            detail.contains(expected),
+            "{name}: {detail:?} lacks {expected:?}"
+        );
+        assert!(
+            verdict.attempts.is_empty(),
+            "{name}: no login: {verdict:#?}"
+        );
+    }
+    let counts = provider.counts();
+    assert_eq!(
+        counts.token, 1,
+        "the floor holds for both accounts: {counts:?}"
+    );
+    assert_eq!(counts.introspect, 0, "no token reached Dovecot: {counts:?}");
+}
+
+#[tokio::test]
+async fn no_token_means_token_unavailable_and_no_login() {
+    let (provider, dovecot) = peers!("no_token_means_token_unavailable_and_no_login");
+    provider.set_fault(Path::Token, Some(Fault::Unavailable));
+    unavailable(&provider, &dovecot, "", "HTTP 503").await;
+    let (provider, dovecot) = peers!("no_token_means_token_unavailable_and_no_login");
+    provider.set_fault(Path::Token, Some(Fault::MalformedJson));
+    unavailable(&provider, &dovecot, "", "malformed token answer").await;
+    let (provider, dovecot) = peers!("no_token_means_token_unavailable_and_no_login");
+    provider.set_fault(Path::Token, Some(Fault::Slow(Duration::from_secs(60))));
+    unavailable(&provider, &dovecot, "", "timed out after 2s").await;
+    let (provider, dovecot) = peers!("no_token_means_token_unavailable_and_no_login");
+    unavailable(
+        &provider,
+        &dovecot,
+        "        oauth2:\n          client_id: nobody\n",
+        "invalid_client",
+    )
+    .await;
+    let (provider, dovecot) = peers!("no_token_means_token_unavailable_and_no_login");
+    provider.revoke_refresh_token(REFRESH_TOKEN);
+    unavailable(
+        &provider,
+        &dovecot,
+        "        oauth2:\n          grant: refresh_token\n          refresh_token_env: REFRESH_TOKEN\n",
+        "invalid_grant",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn two_hundred_accounts_share_one_token_request() {
+    let (provider, dovecot) = peers!("two_hundred_accounts_share_one_token_request");
+    let accounts: String = (0..200)
+        .map(|i| {
+            let protocol = if i % 2 == 0 { "imap" } else { "pop3" };
+            let extra = if i % 2 == 0 {
+                ""
+            } else {
+                "        auth_mode: XOAUTH2\n"
+            };
+            account(&dovecot, &format!("a{i}"), protocol, extra)
+        })
+        .collect();
+    let tokens = Arc::new(Tokens::default());
+    let config = Arc::new(config(
+        &config_text(&provider, &dovecot, &accounts),
+        &tokens,
+    ));
+    // Twenty at a time, as a scheduler would; the first ones race for the token.
+    let gate = Arc::new(tokio::sync::Semaphore::new(20));
+    let mut probes = Vec::new();
+    for i in 0..200 {
+        let (config, gate) = (config.clone(), gate.clone());
+        probes.push(tokio::spawn(async move {
+            let _slot = gate.acquire().await.unwrap();
+            probe_account(&config, &format!("a{i}")).await
+        }));
+    }
+    for (i, probe) in probes.into_iter().enumerate() {
+        let verdict = probe.await.unwrap();
+        assert!(verdict.success, "a{i}: {verdict:#?}");
+    }
+    let counts = provider.counts();
+    assert_eq!(counts.token, 1, "{counts:?}");
+    assert_eq!(counts.active, 200, "{counts:?}");
+
+    let metrics = mailbox_exporter::metrics::Metrics::new();
+    metrics.use_tokens(tokens.clone());
+    let text = metrics.render();
+    let source = format!(
+        "source=\"127.0.0.1:{}/{CLIENT_ID}\"",
+        provider.addr().port()
+    );
+    assert!(
+        text.contains(&format!(
+            "mailbox_exporter_oauth2_token_requests_total{{{source},result=\"success\"}} 1\n"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "mailbox_exporter_oauth2_token_requests_total{{{source},result=\"error\"}} 0\n"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "mailbox_exporter_oauth2_token_expiry_timestamp_seconds{{{source}}} "
+        )),
+        "{text}"
+    );
+    assert!(!text.contains(CLIENT_SECRET));
 }
