@@ -142,3 +142,33 @@ fn cut_marks_a_long_text() {
     assert_eq!(cut(" short ", 10), "short");
     assert_eq!(cut("abcdefghijkl", 5), "abcde...");
 }
+
+fn endpoint_settings(secret: &str) -> Settings {
+    Settings {
+        grant: Grant::ClientCredentials(Endpoint {
+            token_url: "https://login.example.com/tenant/token".into(),
+            client_id: "app".into(),
+            client_secret: Some(Secret::new(secret)),
+            scope: Some("mail".into()),
+        }),
+        ca_file: None,
+        timeout: DEFAULT_TIMEOUT,
+    }
+}
+
+#[test]
+fn a_changed_secret_is_a_new_source_and_unused_sources_are_forgotten() {
+    let tokens = Tokens::default();
+    let first = tokens.login(&endpoint_settings("one")).unwrap();
+    assert_eq!(tokens.login(&endpoint_settings("one")).unwrap(), first);
+    let changed = tokens.login(&endpoint_settings("two")).unwrap();
+    assert_ne!(changed, first, "a reload sees the change");
+    let names: Vec<_> = tokens.stats().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["login.example.com/app", "login.example.com/app#2"]);
+    assert!(!format!("{first:?} {changed:?}").contains("two"));
+
+    tokens.retain(|settings| *settings == endpoint_settings("two"));
+    assert_eq!(tokens.stats().len(), 1);
+    assert_eq!(tokens.login(&endpoint_settings("two")).unwrap(), changed);
+    assert_ne!(tokens.login(&endpoint_settings("one")).unwrap(), first);
+}
