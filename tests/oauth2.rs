@@ -637,3 +637,138 @@ async fn two_hundred_accounts_share_one_token_request() {
     );
     assert!(!text.contains(CLIENT_SECRET));
 }
+
+/// Every form in which a secret of these tests could show: the client secret (as configured,
+/// form-encoded, in the Basic header), the refresh tokens, and any access token the provider
+/// issues (`at-` and 32 hex digits).
+fn assert_no_secret(context: &str, text: &str, refresh_tokens: &[&str]) {
+    use base64::Engine as _;
+    let encoded: String = support::oauth2_provider::form_encode(&[("s", CLIENT_SECRET)])
+        .trim_start_matches("s=")
+        .to_owned();
+    let basic = support::oauth2_provider::basic_auth(CLIENT_ID, CLIENT_SECRET);
+    let basic_value = basic.trim_start_matches("Basic ").to_owned();
+    let plain_basic =
+        base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"));
+    let mut forbidden = vec![CLIENT_SECRET.to_owned(), encoded, basic_value, plain_basic];
+    forbidden.extend(refresh_tokens.iter().map(|t| t.to_string()));
+    for needle in &forbidden {
+        assert!(
+            !text.contains(needle.as_str()),
+            "{context}: {needle:?} in:\n{text}"
+        );
+    }
+    for (at, _) in text.match_indices("at-") {
+        let tail = &text[at + 3..];
+        let hex = tail.chars().take_while(char::is_ascii_hexdigit).count();
+        assert!(hex < 32, "{context}: an access token in:\n{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_command_output_and_trace_logs_hold_no_oauth2_secret() {
+    let (provider, dovecot) = peers!("probe_command_output_and_trace_logs_hold_no_oauth2_secret");
+    const REVOKED_RT: &str = "rt-revoked-7";
+    provider.add_refresh_token(REVOKED_RT, CLIENT_ID, support::oauth2_provider::USER);
+    provider.revoke_refresh_token(REVOKED_RT);
+    let revoked_access =
+        provider.issue_token(support::oauth2_provider::USER, Duration::from_secs(3600));
+    provider.revoke(&revoked_access);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("revoked-token"), &revoked_access).unwrap();
+    std::fs::write(dir.path().join("revoked-rt"), REVOKED_RT).unwrap();
+    let refresh =
+        |from: &str| format!("        oauth2:\n          grant: refresh_token\n          {from}\n");
+    let accounts = [
+        account(&dovecot, "cc-imap", "imap", ""),
+        account(&dovecot, "cc-pop3", "pop3", "        auth_mode: XOAUTH2\n"),
+        account(&dovecot, "rt-imap", "imap", &refresh("refresh_token_env: REFRESH_TOKEN")),
+        account(
+            &dovecot,
+            "rt-revoked",
+            "imap",
+            &refresh(&format!("refresh_token_file: {:?}", dir.path().join("revoked-rt"))),
+        ),
+        account(&dovecot, "unknown-client", "imap", "        oauth2:\n          client_id: nobody\n"),
+        account(
+            &dovecot,
+            "revoked-token",
+            "pop3",
+            &format!(
+                "        auth_mode: OAUTHBEARER\n        oauth2:\n          grant: token_file\n          token_file: {:?}\n",
+                dir.path().join("revoked-token")
+            ),
+        ),
+    ]
+    .concat();
+    let config = dir.path().join("config.yml");
+    std::fs::write(&config, config_text(&provider, &dovecot, &accounts)).unwrap();
+    let config = Arc::new(config);
+    let run = move |account: &str, json: bool| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_mailbox_exporter"));
+        command
+            .arg("probe")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--account={account}"))
+            .arg("--log.level=trace")
+            .envs(secrets_env());
+        if json {
+            command.arg("--json");
+        }
+        let out = command.output().expect("the binary runs");
+        let text = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (text, out.status.code().unwrap_or(-1))
+    };
+    let secrets = [REFRESH_TOKEN, REVOKED_RT];
+    let mut outcomes = Vec::new();
+    for fault in [None, Some(Fault::MalformedJson), Some(Fault::Unavailable)] {
+        provider.set_fault(Path::Token, fault);
+        for name in [
+            "cc-imap",
+            "cc-pop3",
+            "rt-imap",
+            "rt-revoked",
+            "unknown-client",
+            "revoked-token",
+        ] {
+            for json in [false, true] {
+                let (text, code) = tokio::task::spawn_blocking({
+                    let run = run.clone();
+                    move || run(name, json)
+                })
+                .await
+                .unwrap();
+                assert_no_secret(&format!("{name} {fault:?}"), &text, &secrets);
+                // The sweep covers the HTTP client's own trace logs.
+                if name != "revoked-token" {
+                    assert!(text.contains("caller=hyper_util"), "{text}");
+                }
+                let reason = ["token_rejected", "token_unavailable"]
+                    .into_iter()
+                    .find(|r| text.contains(r));
+                outcomes.push((fault, name, json, code, reason));
+            }
+        }
+    }
+    let outcome = |fault: Option<Fault>, name: &str| {
+        outcomes
+            .iter()
+            .find(|o| o.0 == fault && o.1 == name && !o.2)
+            .map(|o| (o.3, o.4))
+            .unwrap()
+    };
+    for name in ["cc-imap", "cc-pop3", "rt-imap"] {
+        assert_eq!(outcome(None, name), (0, None), "{name} logs in");
+        assert_eq!(
+            outcome(Some(Fault::MalformedJson), name).1,
+            Some("token_unavailable")
+        );
+    }
+    assert_eq!(outcome(None, "rt-revoked").1, Some("token_unavailable"));
+    assert_eq!(outcome(None, "unknown-client").1, Some("token_unavailable"));
+    assert_eq!(outcome(None, "revoked-token").1, Some("token_rejected"));
+}
