@@ -772,3 +772,27 @@ async fn probe_command_output_and_trace_logs_hold_no_oauth2_secret() {
     assert_eq!(outcome(None, "unknown-client").1, Some("token_unavailable"));
     assert_eq!(outcome(None, "revoked-token").1, Some("token_rejected"));
 }
+
+#[tokio::test]
+async fn an_expiring_token_is_replaced_without_a_failed_probe() {
+    let (provider, dovecot) = peers!("an_expiring_token_is_replaced_without_a_failed_probe");
+    // Replaced a tenth of its lifetime (1 s) early: far more than a probe on loopback takes.
+    provider.set_lifetime(Duration::from_secs(10));
+    let tokens = Tokens::default();
+    let accounts = account(&dovecot, "imap", "imap", "");
+    let config = config(&config_text(&provider, &dovecot, &accounts), &tokens);
+    // Probe back to back until the source has fetched its second token: every probe logs in.
+    let mut probes = 0;
+    while provider.counts().token < 2 {
+        let verdict = probe_account(&config, "imap").await;
+        assert!(verdict.success, "probe {probes}: {verdict:#?}");
+        probes += 1;
+        assert!(probes < 10_000, "never replaced: {:?}", provider.counts());
+    }
+    let counts = provider.counts();
+    assert_eq!(
+        counts.inactive, 0,
+        "no expired token reached Dovecot: {counts:?}"
+    );
+    assert_eq!(counts.active, probes, "{counts:?}");
+}
