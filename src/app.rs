@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, ConfigError, ConfigErrors};
 use crate::metrics::Metrics;
+use crate::oauth2::Tokens;
 use crate::page::{self, PageInfo};
 use crate::schedule::{self, NetworkProber, Scheduler, Shard};
 use crate::web::{self, ListenAddress, WebConfig, WebConfigError};
@@ -60,6 +61,8 @@ pub trait Exporter: Send + Sync + 'static {
     fn metrics(&self) -> String;
     fn landing_page(&self) -> String;
     fn account_page(&self, name: &str) -> Option<String>;
+    /// The token sources of the OAuth2 accounts, for the metrics; set once at start.
+    fn use_tokens(&self, _tokens: Arc<Tokens>) {}
 }
 
 /// What runs the probes: follows `config`, putting each config on `applied` once it is in
@@ -166,6 +169,16 @@ pub async fn start_with<E: Exporter, P: Probing>(
         source,
     })?;
 
+    // One registry for the life of the process: a reload keeps the sources (and their
+    // cached tokens) of unchanged settings.
+    let tokens = Arc::new(Tokens::default());
+    let config = resolve_oauth2(config, Arc::clone(&tokens))
+        .await
+        .map_err(|errors| AppError::Config {
+            path: options.config_file.clone(),
+            errors,
+        })?;
+    exporter.use_tokens(Arc::clone(&tokens));
     exporter.apply_config(&config);
     exporter.config_reload(true, SystemTime::now());
     tracing::info!(
@@ -191,6 +204,7 @@ pub async fn start_with<E: Exporter, P: Probing>(
         config: config_tx,
         applied: applied_rx,
         web_config: web_config_tx,
+        tokens,
     })));
     let ready = Arc::new(AtomicBool::new(false));
     let site = Arc::new(Site {
@@ -355,6 +369,7 @@ struct Reloader<E> {
     applied: watch::Receiver<Arc<Config>>,
     /// Read by the web side for each new connection.
     web_config: watch::Sender<WebConfig>,
+    tokens: Arc<Tokens>,
 }
 
 impl<E: Exporter> Load for Reloader<E> {
@@ -362,10 +377,15 @@ impl<E: Exporter> Load for Reloader<E> {
         Box::pin(async move {
             let (path, shard) = (self.path.clone(), self.shard);
             let web_path = self.web_config_file.clone();
+            let tokens = Arc::clone(&self.tokens);
             // Reading password files and certificates is blocking I/O.
             let loaded = tokio::task::spawn_blocking(move || {
                 let web = web_path.map(|p| WebConfig::load(&p));
-                with_web_config(load_config(&path, shard), web)
+                let config = load_config(&path, shard).and_then(|mut config| {
+                    config.resolve_oauth2(&tokens)?;
+                    Ok(config)
+                });
+                with_web_config(config, web)
             })
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
@@ -377,6 +397,9 @@ impl<E: Exporter> Load for Reloader<E> {
                         self.web_config.send_replace(web_config);
                     }
                     let accounts = config.account_count();
+                    let used: std::collections::HashSet<_> =
+                        config.accounts().filter_map(|a| a.oauth2.clone()).collect();
+                    self.tokens.retain(|settings| used.contains(settings));
                     self.exporter.apply_config(&config);
                     let config = Arc::new(config);
                     self.config.send_replace(Arc::clone(&config));
@@ -429,6 +452,14 @@ fn with_web_config(
         }
         (Err(errors), Ok(_)) => Err(errors),
     }
+}
+
+/// Gives `config`'s OAuth2 accounts their logins from `tokens`, off the runtime (a token
+/// endpoint's `ca_file` is read).
+async fn resolve_oauth2(mut config: Config, tokens: Arc<Tokens>) -> Result<Config, ConfigErrors> {
+    tokio::task::spawn_blocking(move || config.resolve_oauth2(&tokens).map(|()| config))
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
 fn load_config(path: &Path, shard: Option<Shard>) -> Result<Config, ConfigErrors> {
@@ -513,6 +544,10 @@ impl Exporter for Live {
 
     fn account_page(&self, name: &str) -> Option<String> {
         self.metrics.account(name).map(|a| page::account_page(&a))
+    }
+
+    fn use_tokens(&self, tokens: Arc<Tokens>) {
+        self.metrics.use_tokens(tokens);
     }
 }
 

@@ -28,9 +28,11 @@ use crate::secret::Password;
 use crate::verdict::{AuthMode, Protocol, TlsMode};
 
 mod limits;
+mod oauth2;
 
 use limits::name_problem;
 pub use limits::{check_yaml, clip, quote};
+use oauth2::{OAuth2Layer, RawOAuth2};
 
 /// How often each account is probed unless configured: often enough to page within minutes,
 /// rarely enough not to look like an attack.
@@ -129,7 +131,10 @@ pub struct Account {
     pub group: String,
     pub name: String,
     pub interval: Duration,
+    /// `target.oauth2` is filled from these by [`Config::resolve_oauth2`].
     pub target: Target,
+    /// The account's token source, when it logs in with OAuth2.
+    pub oauth2: Option<crate::oauth2::Settings>,
 }
 
 #[cfg(test)]
@@ -156,11 +161,42 @@ impl Account {
                 timeout: DEFAULT_TIMEOUT,
                 oauth2: None,
             },
+            oauth2: None,
         }
     }
 }
 
 impl Config {
+    /// Gives every OAuth2 account its login, from `tokens`' shared source for its settings
+    /// (an existing one when the settings are unchanged, so cached tokens survive a reload).
+    /// Blocks to read a token endpoint's `ca_file`.
+    pub fn resolve_oauth2(&mut self, tokens: &crate::oauth2::Tokens) -> Result<(), ConfigErrors> {
+        let mut errors = Vec::new();
+        for group in &mut self.groups {
+            for account in &mut group.accounts {
+                account.target.oauth2 = match &account.oauth2 {
+                    None => None,
+                    Some(settings) => match tokens.login(settings) {
+                        Ok(login) => Some(login),
+                        Err(message) => {
+                            errors.push(ConfigError::new(
+                                format!("{} / {}", group.name, account.name),
+                                "oauth2",
+                                message,
+                            ));
+                            None
+                        }
+                    },
+                };
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
     /// Loads `path`, with overrides from the process environment.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         Config::load_with_env(path, std::env::vars())
@@ -392,6 +428,7 @@ struct RawDefaults {
     ca_file: Option<Value>,
     interval: Option<Value>,
     timeout: Option<Value>,
+    oauth2: Option<Lenient<RawOAuth2>>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -418,6 +455,12 @@ struct RawAccount {
     // The per-account settings share their names and meaning with `defaults`.
     #[serde(flatten)]
     settings: RawDefaults,
+}
+
+impl RawAccount {
+    fn has_password(&self) -> bool {
+        self.password.is_some() || self.password_file.is_some() || self.password_env.is_some()
+    }
 }
 
 impl RawConfig {
@@ -540,6 +583,7 @@ struct Layer {
     ca_file: Option<PathBuf>,
     interval: Option<Duration>,
     timeout: Option<Duration>,
+    oauth2: OAuth2Layer,
 }
 
 impl Layer {
@@ -553,6 +597,7 @@ impl Layer {
             ca_file: self.ca_file.clone().or_else(|| base.ca_file.clone()),
             interval: self.interval.or(base.interval),
             timeout: self.timeout.or(base.timeout),
+            oauth2: self.oauth2.over(&base.oauth2),
         }
     }
 
@@ -638,6 +683,7 @@ impl Validator<'_> {
             ca_file: None,
             interval: Some(DEFAULT_INTERVAL),
             timeout: Some(DEFAULT_TIMEOUT),
+            oauth2: OAuth2Layer::default(),
         };
         let defaults = self.defaults("defaults", raw.defaults);
         let global = defaults.over(&top).over(&builtin);
@@ -785,6 +831,7 @@ impl Validator<'_> {
                 "auth_mode",
                 "interval",
                 "timeout",
+                "oauth2",
             ],
         );
         if let Some(name) = &name {
@@ -837,11 +884,22 @@ impl Validator<'_> {
                 }
             }),
         };
-        let password = self.password(&location, &raw);
+        let password = raw
+            .has_password()
+            .then(|| self.password(&location, &raw))
+            .flatten();
 
         let auth_mode_set = raw.settings.auth_mode.is_some();
         let own = self.layer(&location, &raw.settings);
         let layer = own.over(inherited);
+        let oauth2 = self.oauth2_settings(&location, &layer.oauth2);
+        let password = match password {
+            Some(password) => Some(password),
+            None if raw.has_password() => None,
+            // A token logs in; the password is not needed.
+            None if layer.oauth2.present() => Some(Password::new("")),
+            None => self.password(&location, &raw),
+        };
         if own.sets_timing() {
             self.timing(&location, &layer);
         }
@@ -881,6 +939,7 @@ impl Validator<'_> {
                 timeout: layer.timeout.unwrap_or(DEFAULT_TIMEOUT),
                 oauth2: None,
             },
+            oauth2,
         })
     }
 
@@ -1014,6 +1073,7 @@ impl Validator<'_> {
                         "ca_file",
                         "interval",
                         "timeout",
+                        "oauth2",
                     ],
                 );
                 self.layer(location, &d)
@@ -1075,6 +1135,7 @@ impl Validator<'_> {
                 MIN_TIMEOUT,
                 MAX_TIMEOUT,
             ),
+            oauth2: self.oauth2_layer(location, raw.oauth2.as_ref()),
         }
     }
 

@@ -25,6 +25,9 @@ pub const DEMO_TIMEOUT: Duration = Duration::from_secs(3);
 /// The password every simulated mailbox has; the wrong-password account is configured with
 /// another.
 const PASSWORD: &str = "demo-password";
+/// The OAuth2 access token the OAuth2-only server accepts, kept in a token file as a sidecar
+/// would keep it fresh.
+const TOKEN: &str = "demo-oauth2-token";
 
 /// What `demo` needs besides the simulated servers.
 #[derive(Debug, Clone)]
@@ -53,6 +56,8 @@ struct Case {
     /// POP3: the greeting carries an APOP timestamp.
     apop: bool,
     password: &'static str,
+    /// Logs in with the token in the lab's token file instead of the password.
+    oauth2: bool,
 }
 
 fn cases() -> Vec<Case> {
@@ -64,6 +69,7 @@ fn cases() -> Vec<Case> {
         behavior: Some(behavior),
         apop: true,
         password: PASSWORD,
+        oauth2: false,
     };
     vec![
         // BEST logs in with APOP: the digest check works on this server.
@@ -130,6 +136,17 @@ fn cases() -> Vec<Case> {
                 Behavior::Healthy,
             )
         },
+        // A Microsoft 365 style server that takes only OAuth2: the token comes from a file.
+        Case {
+            oauth2: true,
+            ..case(
+                "m365",
+                "m365-imap-oauth2",
+                Protocol::Imap,
+                TlsMode::Implicit,
+                Behavior::OAuthOnly,
+            )
+        },
     ]
 }
 
@@ -156,6 +173,9 @@ impl Lab {
                     let mut spec = SimSpec::new(case.protocol, case.tls, behavior.clone())
                         .user(user(&case), PASSWORD);
                     spec.apop = case.apop;
+                    if case.oauth2 {
+                        spec.oauth2_token = Some(TOKEN.into());
+                    }
                     let server = SimServer::start(spec).await?;
                     let port = server.port();
                     servers.push(server);
@@ -165,8 +185,10 @@ impl Lab {
             };
             ports.push(port);
         }
+        let token_file = dir.join("demo-token");
+        std::fs::write(&token_file, TOKEN)?;
         let config_file = dir.join("demo.yaml");
-        std::fs::write(&config_file, config_yaml(&ports, &ca_file))?;
+        std::fs::write(&config_file, config_yaml(&ports, &ca_file, &token_file))?;
         Ok(Lab {
             servers,
             dir,
@@ -220,7 +242,7 @@ fn temp_dir() -> io::Result<PathBuf> {
 }
 
 /// The demo config, `ports[i]` serving `cases()[i]`.
-fn config_yaml(ports: &[u16], ca_file: &Path) -> String {
+fn config_yaml(ports: &[u16], ca_file: &Path, token_file: &Path) -> String {
     let mut yaml = format!(
         "interval: {}s\ntimeout: {}s\n\
          # The simulated servers share 127.0.0.1 and ban no one: a budget that holds no probe back.\n\
@@ -237,14 +259,22 @@ fn config_yaml(ports: &[u16], ca_file: &Path) -> String {
             let _ = writeln!(yaml, "  - name: {group}\n    accounts:");
         }
         let (protocol, tls) = (case.protocol, case.tls);
-        let _ = writeln!(
+        let _ = write!(
             yaml,
             "      - name: {}\n        server: 127.0.0.1:{port}\n        protocol: {protocol}\n        \
-             tls: {tls}\n        username: {}\n        password: {}",
+             tls: {tls}\n        username: {}\n",
             case.name,
             user(case),
-            case.password
         );
+        let _ = if case.oauth2 {
+            writeln!(
+                yaml,
+                "        oauth2:\n          grant: token_file\n          token_file: {:?}",
+                token_file.display().to_string()
+            )
+        } else {
+            writeln!(yaml, "        password: {}", case.password)
+        };
     }
     yaml
 }
@@ -292,10 +322,13 @@ mod tests {
     #[tokio::test]
     async fn every_case_shows_its_point() {
         let lab = Lab::start().await.unwrap();
-        let config = Config::load(lab.config_file()).unwrap();
+        let mut config = Config::load(lab.config_file()).unwrap();
+        config
+            .resolve_oauth2(&crate::oauth2::Tokens::default())
+            .unwrap();
         assert_eq!(config.account_count(), cases().len());
         let groups: Vec<&str> = config.groups.iter().map(|g| g.name.as_str()).collect();
-        assert_eq!(groups, ["support", "sales", "billing"]);
+        assert_eq!(groups, ["support", "sales", "billing", "m365"]);
         assert!(config.accounts().all(|a| a.interval == DEMO_INTERVAL));
 
         let mut verdicts = std::collections::BTreeMap::new();
@@ -328,6 +361,10 @@ mod tests {
         let dead = v("billing-server-down");
         assert!(!dead.success);
         assert_eq!(dead.reason, Some(Reason::Connect));
+
+        let oauth2 = v("m365-imap-oauth2");
+        assert!(oauth2.success, "{oauth2:?}");
+        assert_eq!(oauth2.method, Some(Method::Oauthbearer));
 
         let dir = lab.dir.clone();
         drop(lab);

@@ -33,6 +33,7 @@ pub mod demo;
 pub mod files;
 pub mod logfmt;
 pub mod metrics;
+pub mod oauth2;
 pub mod page;
 pub mod probe;
 pub mod proto;

@@ -150,13 +150,18 @@ fn check_config(path: &Path) -> Exit {
 }
 
 fn run_probe(path: &Path, args: &ProbeArgs) -> anyhow::Result<Exit> {
-    let config = match Config::load(path) {
+    let mut config = match Config::load(path) {
         Ok(config) => config,
         Err(errors) => {
             eprintln!("{}", cli::config_errors_report(path, &errors));
             return Ok(Exit::Usage);
         }
     };
+    let tokens = mailbox_exporter::oauth2::Tokens::default();
+    if let Err(errors) = config.resolve_oauth2(&tokens) {
+        eprintln!("{}", cli::config_errors_report(path, &errors));
+        return Ok(Exit::Usage);
+    }
     let account = match cli::select_account(&config, &args.account, args.auth_mode) {
         Ok(account) => account,
         Err(message) => {

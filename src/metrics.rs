@@ -42,6 +42,8 @@ pub struct Metrics {
     /// The length of the last exposition, to size the next one.
     last_len: AtomicUsize,
     budget: Arc<FailureBudget>,
+    /// The OAuth2 token sources, once the app has them.
+    tokens: std::sync::OnceLock<Arc<crate::oauth2::Tokens>>,
 }
 
 #[derive(Default)]
@@ -262,7 +264,13 @@ impl Metrics {
             epoch: Instant::now(),
             last_len: AtomicUsize::new(0),
             budget: Arc::new(FailureBudget::new()),
+            tokens: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Shows `tokens`' sources from now on.
+    pub fn use_tokens(&self, tokens: Arc<crate::oauth2::Tokens>) {
+        let _ = self.tokens.set(tokens);
     }
 
     // A panic elsewhere must not take scraping down with it: the data stays consistent
@@ -397,6 +405,9 @@ impl Metrics {
         let _ = write_exposition(&mut out, &inner, in_flight, lag);
         let _ = write_budgets(&mut out, &budgets);
         drop(inner);
+        if let Some(tokens) = self.tokens.get() {
+            let _ = oauth2::write_tokens(&mut out, &tokens.stats());
+        }
         self.last_len.store(out.len(), Ordering::Relaxed);
         out
     }
@@ -900,5 +911,6 @@ fn write_budgets(out: &mut String, budgets: &[ServerBudget]) -> fmt::Result {
     )
 }
 
+mod oauth2;
 #[cfg(test)]
 mod tests;

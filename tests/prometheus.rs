@@ -479,15 +479,20 @@ impl Lab {
             &["billing-cleartext"],
         ))
         .await;
+        // An OAuth2-only IMAP server, logged in to with a token a sidecar would keep fresh.
+        let mut oauth2 = SimSpec::new(Protocol::Imap, TlsMode::Implicit, Behavior::OAuthOnly);
+        oauth2.oauth2_token = Some(LAB_TOKEN.into());
+        let oauth2 = start(users(oauth2, &["m365-imap"])).await;
         let dead_port = support::prometheus::free_port();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("ca.pem"), &sim_certificate().cert_pem).unwrap();
+        std::fs::write(dir.path().join("token"), LAB_TOKEN).unwrap();
         let lab = Lab {
             dir,
             frontdesk_port: frontdesk.port(),
             frontdesk: Some(frontdesk),
             spare,
-            others: vec![imap, trap, cleartext],
+            others: vec![imap, trap, cleartext, oauth2],
             dead_port,
             frontdesk_on_spare: false,
         };
@@ -568,9 +573,20 @@ impl Lab {
             "implicit",
             PASSWORD,
         ));
+        yaml.push_str(&format!(
+            "  - name: m365\n    accounts:\n      - name: m365-imap\n        \
+             server: 127.0.0.1:{}\n        protocol: imap\n        username: {}\n        \
+             oauth2:\n          grant: token_file\n          token_file: {:?}\n",
+            port(3),
+            user("m365-imap"),
+            self.dir.path().join("token").display().to_string()
+        ));
         std::fs::write(self.config_file(), yaml).unwrap();
     }
 }
+
+/// The token the lab's OAuth2 server accepts.
+const LAB_TOKEN: &str = "lab-token";
 
 fn user(name: &str) -> String {
     format!("{name}@lab.example")
