@@ -796,3 +796,40 @@ async fn an_expiring_token_is_replaced_without_a_failed_probe() {
     );
     assert_eq!(counts.active, probes, "{counts:?}");
 }
+
+/// IMAP picks OAUTHBEARER when it is offered; a Dovecot that serves tokens with XOAUTH2 only
+/// proves the IMAP side of XOAUTH2 (SASL-IR, over implicit TLS and STARTTLS).
+#[tokio::test]
+async fn imap_logs_in_with_xoauth2_where_only_xoauth2_is_offered() {
+    let test = "imap_logs_in_with_xoauth2_where_only_xoauth2_is_offered";
+    let provider = OAuth2Provider::start();
+    let Some(dovecot) = Dovecot::oauth2_mechanisms_or_skip(&provider, "xoauth2", test) else {
+        return;
+    };
+    let starttls = format!(
+        "      - name: imap-starttls\n        server: {host}:{port}\n        username: {user}\n        protocol: imap\n        tls: starttls\n",
+        host = dovecot.tls_domain(),
+        port = dovecot.imap_addr().port(),
+        user = dovecot.user(),
+    );
+    let accounts = [account(&dovecot, "imap", "imap", ""), starttls].concat();
+    let tokens = Tokens::default();
+    let config = config(&config_text(&provider, &dovecot, &accounts), &tokens);
+    for name in ["imap", "imap-starttls"] {
+        let verdict = probe_account(&config, name).await;
+        assert!(verdict.success, "{name}: {verdict:#?}");
+        assert_eq!(verdict.method, Some(Method::Xoauth2), "{name}");
+        assert!(!verdict.cleartext, "{name}");
+        assert!(
+            verdict
+                .transcript
+                .iter()
+                .any(|l| l.contains("AUTHENTICATE XOAUTH2 ***")),
+            "{name}: the initial response went with the command, redacted: {:#?}",
+            verdict.transcript
+        );
+    }
+    let counts = provider.counts();
+    assert_eq!(counts.grant("client_credentials"), 1, "{counts:?}");
+    assert_eq!(counts.active, 2, "both logins introspected: {counts:?}");
+}

@@ -138,10 +138,21 @@ impl Dovecot {
     /// Starts a [`Flavor::OAuth2`] instance whose tokens `provider` vouches for, or returns
     /// `None` after the loud skip message when Dovecot is not installed.
     pub fn oauth2_or_skip(provider: &OAuth2Provider, test: &str) -> Option<Self> {
+        Self::oauth2_mechanisms_or_skip(provider, "xoauth2 oauthbearer", test)
+    }
+
+    /// [`Dovecot::oauth2_or_skip`] offering only `mechanisms` for tokens (e.g. `"xoauth2"`:
+    /// a client that prefers OAUTHBEARER must then use XOAUTH2).
+    pub fn oauth2_mechanisms_or_skip(
+        provider: &OAuth2Provider,
+        mechanisms: &'static str,
+        test: &str,
+    ) -> Option<Self> {
         let binary = super::dovecot_or_skip(test)?;
         let backend = OAuth2Backend {
             introspection_url: provider.introspection_url(),
             ca_pem: provider.ca_pem().to_owned(),
+            mechanisms,
         };
         Some(Self::start_with(&binary, Flavor::OAuth2, Some(&backend)))
     }
@@ -326,6 +337,8 @@ impl Drop for Dovecot {
 struct OAuth2Backend {
     introspection_url: String,
     ca_pem: String,
+    /// The SASL mechanisms the oauth2 passdb serves, as Dovecot spells them.
+    mechanisms: &'static str,
 }
 
 /// Files of one instance, all inside its temporary directory.
@@ -341,6 +354,8 @@ struct Layout {
     key_file: PathBuf,
     /// The `oauth2` passdb's settings file, for [`Flavor::OAuth2`].
     oauth2_conf: Option<PathBuf>,
+    /// The token mechanisms, for [`Flavor::OAuth2`].
+    oauth2_mechanisms: &'static str,
 }
 
 impl Layout {
@@ -375,6 +390,7 @@ impl Layout {
             cert_file: dir.path().join("cert.pem"),
             key_file: dir.path().join("key.pem"),
             oauth2_conf: oauth2.map(|_| dir.path().join("dovecot-oauth2.conf.ext")),
+            oauth2_mechanisms: oauth2.map_or("", |b| b.mechanisms),
             dir,
         };
         fs::write(&layout.ca_file, &layout.ca_pem).expect("write CA");
@@ -427,14 +443,17 @@ impl Layout {
         let (mechanisms, plaintext_disabled) = match flavor {
             Flavor::Plaintext | Flavor::Hashed => ("plain login apop cram-md5", "no"),
             Flavor::Insecure => ("plain login", "yes"),
-            Flavor::OAuth2 => ("plain login xoauth2 oauthbearer", "no"),
+            Flavor::OAuth2 => ("plain login", "no"),
         };
+        let mechanisms = format!("{mechanisms} {}", self.oauth2_mechanisms);
+        let mechanisms = mechanisms.trim_end();
         // Tokens go to the oauth2 passdb only, passwords to the passwd-file only.
         let (oauth2_passdb, password_mechanisms) = match &self.oauth2_conf {
             Some(conf) => (
                 format!(
-                    "passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  \
+                    "passdb {{\n  driver = oauth2\n  mechanisms = {}\n  \
                      args = {}\n}}\n",
+                    self.oauth2_mechanisms,
                     conf.display()
                 ),
                 "  mechanisms = plain login\n",
