@@ -5,66 +5,16 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
-use mailbox_exporter::probe::{self, Target, TlsSettings};
 use mailbox_exporter::secret::Password;
 use mailbox_exporter::verdict::{
-    Attempt, AttemptResult, AuthMode, Method, Protocol, Reason, TlsMode, Verdict,
+    AttemptResult, AuthMode, Method, Protocol, Reason, TlsMode, Verdict,
 };
 use support::Cyrus;
 use support::cyrus::Flavor;
+use support::mail::{attempts, run, target};
 
 use AttemptResult::{Rejected, Success};
 use Method::{Apop, CramMd5, Login, Pass, Plain};
-
-const HANG: Duration = Duration::from_secs(60);
-
-fn addr(c: &Cyrus, protocol: Protocol, tls: TlsMode) -> SocketAddr {
-    match (protocol, tls) {
-        (Protocol::Pop3, TlsMode::Implicit) => c.pop3s_addr(),
-        (Protocol::Pop3, _) => c.pop3_addr(),
-        (Protocol::Imap, TlsMode::Implicit) => c.imaps_addr(),
-        (Protocol::Imap, _) => c.imap_addr(),
-    }
-}
-
-fn target(c: &Cyrus, protocol: Protocol, tls: TlsMode, auth_mode: AuthMode) -> Target {
-    Target {
-        protocol,
-        host: c.tls_domain(),
-        port: addr(c, protocol, tls).port(),
-        tls: TlsSettings {
-            mode: tls,
-            verify: true,
-            ca_file: Some(c.ca_file().to_path_buf()),
-        },
-        username: c.user().into(),
-        password: Password::new(c.password()),
-        auth_mode,
-        timeout: Duration::from_secs(20),
-        oauth2: None,
-    }
-}
-
-async fn run(t: &Target, preferred: Option<Method>) -> Verdict {
-    let v = tokio::time::timeout(HANG, probe::probe(t, preferred))
-        .await
-        .expect("the probe hung");
-    let dump = format!("{v:?}");
-    assert!(
-        !dump.contains(t.password.expose()),
-        "password leaked: {dump}"
-    );
-    v
-}
-
-fn attempts(list: &[(Method, AttemptResult)]) -> Vec<Attempt> {
-    list.iter()
-        .map(|&(method, result)| Attempt { method, result })
-        .collect()
-}
 
 /// Success, method, attempts, fallback and cleartext of `v`.
 fn check(

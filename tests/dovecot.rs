@@ -4,66 +4,17 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use mailbox_exporter::probe::{self, Target, TlsSettings};
 use mailbox_exporter::secret::Password;
 use mailbox_exporter::verdict::{
-    Attempt, AttemptResult, AuthMode, Method, Protocol, Reason, TlsMode, Verdict,
+    AttemptResult, AuthMode, Method, Protocol, Reason, TlsMode, Verdict,
 };
+use support::mail::{attempts, run, target};
 use support::{Dovecot, Flavor};
 
 use AttemptResult::{Rejected, Success};
 use Method::{Apop, CramMd5, Login, Pass, Plain};
-
-const HANG: Duration = Duration::from_secs(60);
-
-fn addr(d: &Dovecot, protocol: Protocol, tls: TlsMode) -> SocketAddr {
-    match (protocol, tls) {
-        (Protocol::Pop3, TlsMode::Implicit) => d.pop3s_addr(),
-        (Protocol::Pop3, _) => d.pop3_addr(),
-        (Protocol::Imap, TlsMode::Implicit) => d.imaps_addr(),
-        (Protocol::Imap, _) => d.imap_addr(),
-    }
-}
-
-fn target(d: &Dovecot, protocol: Protocol, tls: TlsMode, auth_mode: AuthMode) -> Target {
-    let addr = addr(d, protocol, tls);
-    Target {
-        protocol,
-        host: d.tls_domain(),
-        port: addr.port(),
-        tls: TlsSettings {
-            mode: tls,
-            verify: true,
-            ca_file: Some(d.ca_file().to_path_buf()),
-        },
-        username: d.user().into(),
-        password: Password::new(d.password()),
-        auth_mode,
-        timeout: Duration::from_secs(20),
-        oauth2: None,
-    }
-}
-
-async fn run(t: &Target, preferred: Option<Method>) -> Verdict {
-    let v = tokio::time::timeout(HANG, probe::probe(t, preferred))
-        .await
-        .expect("the probe hung");
-    let dump = format!("{v:?}");
-    assert!(
-        !dump.contains(t.password.expose()),
-        "password leaked: {dump}"
-    );
-    v
-}
-
-fn attempts(list: &[(Method, AttemptResult)]) -> Vec<Attempt> {
-    list.iter()
-        .map(|&(method, result)| Attempt { method, result })
-        .collect()
-}
 
 fn check(v: &Verdict, success: bool, method: Option<Method>, tried: &[(Method, AttemptResult)]) {
     assert_eq!(v.success, success, "{v:#?}");

@@ -12,6 +12,7 @@
 pub mod cyrus;
 pub mod dovecot;
 pub mod http;
+pub mod mail;
 pub mod oauth2_provider;
 pub mod prometheus;
 
