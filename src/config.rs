@@ -621,6 +621,25 @@ impl Validator<'_> {
         self.errors.push(ConfigError::new(location, field, message));
     }
 
+    /// The value of environment variable `var`, named in `field`. When it is
+    /// not set, a name that does not look like a variable is not repeated:
+    /// it may be `what` (a password or secret) typed there by mistake.
+    fn env_value(&mut self, location: &str, field: &str, var: &str, what: &str) -> Option<String> {
+        if let Some(value) = self.env.get(var) {
+            return Some(value.clone());
+        }
+        let message = if looks_like_variable(var) {
+            format!("environment variable {var:?} is not set")
+        } else {
+            format!(
+                "no such environment variable (the value is not repeated: it is not \
+                 an upper-case variable name and may be {what})"
+            )
+        };
+        self.error(location, field, message);
+        None
+    }
+
     fn unknown_keys(&mut self, location: &str, unknown: &Unknown, known: &[&str]) {
         for key in unknown.0.keys() {
             let mut message = format!("unknown key {}", quote(key));
@@ -1031,21 +1050,8 @@ impl Validator<'_> {
             }
         } else {
             let var = self.string(location, "password_env", raw.password_env.as_ref()?)?;
-            match self.env.get(&var) {
-                None => {
-                    // A password typed here by mistake must not be repeated.
-                    let message = if looks_like_variable(&var) {
-                        format!("environment variable {var:?} is not set")
-                    } else {
-                        "no such environment variable (the value is not repeated: it is not \
-                         an upper-case variable name and may be a password)"
-                            .to_string()
-                    };
-                    self.error(location, "password_env", message);
-                    return None;
-                }
-                Some(value) => ("password_env", value.clone()),
-            }
+            let value = self.env_value(location, "password_env", &var, "a password")?;
+            ("password_env", value)
         };
         if value.is_empty() {
             self.error(location, field, "the password is empty");

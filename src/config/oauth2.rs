@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Lenient, MAX_PASSWORD_FILE, RawSecret, Unknown, Validator, kind, looks_like_variable};
+use super::{Lenient, MAX_PASSWORD_FILE, RawSecret, Unknown, Validator, kind};
 use crate::oauth2::{DEFAULT_TIMEOUT, Endpoint, Grant, Secret, Settings};
 
 /// The keys of an `oauth2` block.
@@ -371,20 +371,8 @@ impl Validator<'_> {
         } else {
             let field = format!("{name}_env");
             let var = self.string(location, &field, env?)?;
-            match self.env.get(&var) {
-                Some(value) => (field, value.clone(), format!("env:{var}")),
-                None => {
-                    let message = if looks_like_variable(&var) {
-                        format!("environment variable {var:?} is not set")
-                    } else {
-                        "no such environment variable (the value is not repeated: it is not \
-                         an upper-case variable name and may be a secret)"
-                            .to_owned()
-                    };
-                    self.error(location, &field, message);
-                    return None;
-                }
-            }
+            let value = self.env_value(location, &field, &var, "a secret")?;
+            (field, value, format!("env:{var}"))
         };
         if value.is_empty() {
             self.error(location, &field, "is empty");
