@@ -332,6 +332,16 @@ impl FailureBudget {
         }
         out
     }
+
+    /// The server `account`'s probe waits for the budget of, if it waits.
+    pub fn waiting_for(&self, account: &str) -> Option<String> {
+        let inner = self.lock();
+        inner
+            .servers
+            .iter()
+            .find(|(_, server)| server.waiting.values().any(|a| a == account))
+            .map(|(host, _)| host.clone())
+    }
 }
 
 /// The outcome of one look at a server's budget.

@@ -367,7 +367,7 @@ impl Metrics {
             .get(key)
             .map(|entry| AccountView::new(entry, true))?;
         drop(inner);
-        view.budget_wait = self.budget.waiting().remove(name);
+        view.budget_wait = self.budget.waiting_for(name);
         Some(view)
     }
 
