@@ -169,11 +169,7 @@ impl FailureBudget {
         let mut admission = Admission {
             budget: Arc::clone(self),
             host: host.clone(),
-            steps: Steps {
-                preferred: plan.preferred,
-                last: plan.rejected,
-                others: None,
-            },
+            steps: plan.steps(),
             reserved: 0,
             meter: Meter::default(),
             started: false,

@@ -61,6 +61,18 @@ pub struct Plan {
     pub backoff_factor: u32,
 }
 
+impl Plan {
+    /// The whole ladder, the remembered method first and rejected ones last: how a probe
+    /// walks when no failure budget shortens it.
+    pub fn steps(&self) -> Steps {
+        Steps {
+            preferred: self.preferred,
+            last: self.rejected,
+            others: None,
+        }
+    }
+}
+
 impl Default for Plan {
     fn default() -> Self {
         Plan {
@@ -806,11 +818,7 @@ async fn probe_when_permitted<L: Ledger, P: Prober>(
     ledger.schedule_lag(dispatch + pool_wait);
     let steps = match admission.as_mut() {
         Some(admission) => admission.start(),
-        None => Steps {
-            preferred: plan.preferred,
-            last: plan.rejected,
-            others: None,
-        },
+        None => plan.steps(),
     };
     let in_flight = InFlight::new(&*ledger);
     let meter = admission.as_ref().map(Admission::meter).unwrap_or_default();
