@@ -115,30 +115,18 @@ pub type ProbeFuture = Pin<Box<dyn Future<Output = Verdict> + Send>>;
 
 /// How a probe is run: [`NetworkProber`] logs in for real; tests script verdicts.
 pub trait Prober: Send + Sync + 'static {
-    /// Probes `target`, trying `preferred` first when given. The future must finish on its
-    /// own within the target's timeout.
-    fn probe(&self, target: Target, preferred: Option<Method>) -> ProbeFuture;
+    /// Probes `target` walking its ladder as `steps` say, counting the rungs it starts on
+    /// `meter` (so that a probe dropped under way is charged to the failed-login budget for
+    /// what it may have sent). The future must finish on its own within the target's
+    /// timeout. Probers that only script verdicts may ignore all but `steps.preferred`.
+    fn probe(&self, target: Target, steps: Steps, meter: Meter) -> ProbeFuture;
 
     /// A new configuration is in force: probes started from now on must not use anything the
     /// prober derived from files the old one named.
     fn config_changed(&self) {}
-
-    /// Probes `target` walking its ladder as `steps` say. Probers that only script verdicts
-    /// may ignore everything but the preferred method.
-    fn probe_steps(&self, target: Target, steps: Steps) -> ProbeFuture {
-        self.probe(target, steps.preferred)
-    }
-
-    /// [`Prober::probe_steps`], counting the rungs the probe starts on `meter`, so that a
-    /// probe dropped under way is charged to the failed-login budget for what it may have
-    /// sent. Probers that only script verdicts may ignore it.
-    fn probe_metered(&self, target: Target, steps: Steps, meter: Meter) -> ProbeFuture {
-        let _ = meter;
-        self.probe_steps(target, steps)
-    }
 }
 
-/// Logs in over the network with [`probe::probe_with`], sharing its TLS connectors between
+/// Logs in over the network with [`probe::probe_metered`], sharing its TLS connectors between
 /// its probes until the configuration changes.
 #[derive(Debug, Clone, Default)]
 pub struct NetworkProber {
@@ -146,25 +134,14 @@ pub struct NetworkProber {
 }
 
 impl Prober for NetworkProber {
-    fn probe(&self, target: Target, preferred: Option<Method>) -> ProbeFuture {
+    fn probe(&self, target: Target, steps: Steps, meter: Meter) -> ProbeFuture {
         let connectors = self.connectors.clone();
-        Box::pin(async move {
-            probe::probe_with(&target, Steps::preferring(preferred), &connectors).await
-        })
+        Box::pin(async move { probe::probe_metered(&target, steps, &connectors, &meter).await })
     }
 
     /// CA files may have been renewed: the next probes build their connectors afresh.
     fn config_changed(&self) {
         self.connectors.forget();
-    }
-
-    fn probe_steps(&self, target: Target, steps: Steps) -> ProbeFuture {
-        self.probe_metered(target, steps, Meter::default())
-    }
-
-    fn probe_metered(&self, target: Target, steps: Steps, meter: Meter) -> ProbeFuture {
-        let connectors = self.connectors.clone();
-        Box::pin(async move { probe::probe_metered(&target, steps, &connectors, &meter).await })
     }
 }
 
@@ -822,9 +799,7 @@ async fn probe_when_permitted<L: Ledger, P: Prober>(
     };
     let in_flight = InFlight::new(&*ledger);
     let meter = admission.as_ref().map(Admission::meter).unwrap_or_default();
-    let verdict = prober
-        .probe_metered(account.target.clone(), steps, meter)
-        .await;
+    let verdict = prober.probe(account.target.clone(), steps, meter).await;
     drop(in_flight);
     if let Some(admission) = admission {
         admission.settle(&verdict);

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use mailbox_exporter::config::{Config, Format, RawConfig};
 use mailbox_exporter::metrics::Metrics;
-use mailbox_exporter::probe::{self, Steps, Target, TlsSettings};
+use mailbox_exporter::probe::{self, Meter, Steps, Target, TlsSettings};
 use mailbox_exporter::schedule::{Ledger, NetworkProber, Prober, Scheduler};
 use mailbox_exporter::secret::Password;
 use mailbox_exporter::sim::{Behavior, SimServer, SimSpec};
@@ -493,12 +493,9 @@ impl Prober for ScriptedProber {
     fn probe(
         &self,
         target: Target,
-        preferred: Option<Method>,
+        steps: Steps,
+        _meter: Meter,
     ) -> mailbox_exporter::schedule::ProbeFuture {
-        self.probe_steps(target, Steps::preferring(preferred))
-    }
-
-    fn probe_steps(&self, target: Target, steps: Steps) -> mailbox_exporter::schedule::ProbeFuture {
         let name = target.username.clone();
         self.calls
             .lock()
@@ -550,7 +547,11 @@ async fn a_probe_waiting_for_the_budget_holds_no_server_slot() {
     // "known" logged in with PASS before (say, before a restart of the scheduler).
     let known_account = config.find_account("known").unwrap().clone();
     let earlier = ScriptedProber::default()
-        .probe_steps(known_account.target.clone(), Steps::default())
+        .probe(
+            known_account.target.clone(),
+            Steps::default(),
+            Meter::default(),
+        )
         .await;
     metrics.record(&known_account, earlier, SystemTime::now());
     let prober = Arc::new(ScriptedProber::default());

@@ -187,7 +187,8 @@ impl Drop for Flight {
 }
 
 impl Prober for ScriptedProber {
-    fn probe(&self, target: Target, preferred: Option<Method>) -> ProbeFuture {
+    fn probe(&self, target: Target, steps: Steps, _meter: Meter) -> ProbeFuture {
+        let preferred = steps.preferred;
         let delay = *self.host_delays.get(&target.host).unwrap_or(&self.delay);
         let observed = Arc::clone(&self.observed);
         Box::pin(async move {
