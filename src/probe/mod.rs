@@ -561,7 +561,7 @@ pub async fn probe_metered(
 }
 
 /// The protocol's ladder, on a connection of its own.
-async fn walk(s: &mut Session<'_>) -> Result<Option<Method>, ProbeError> {
+async fn walk(s: &mut Session<'_>) -> Result<Method, ProbeError> {
     match s.target.protocol {
         Protocol::Pop3 => ladder(s, &pop3::Pop3).await,
         Protocol::Imap => ladder(s, &imap::Imap).await,
@@ -585,7 +585,7 @@ fn credentials_problem(target: &Target) -> Option<ProbeError> {
     None
 }
 
-async fn ladder<D: Dialect>(s: &mut Session<'_>, d: &D) -> Result<Option<Method>, ProbeError> {
+async fn ladder<D: Dialect>(s: &mut Session<'_>, d: &D) -> Result<Method, ProbeError> {
     let mut link = d.open(s).await?;
     let rungs = match d.plan(s, &link).and_then(|rungs| order(s, rungs)) {
         Ok(rungs) => rungs,
@@ -595,12 +595,6 @@ async fn ladder<D: Dialect>(s: &mut Session<'_>, d: &D) -> Result<Option<Method>
             return Err(e);
         }
     };
-    if rungs.is_empty() {
-        // Pre-authenticated: there was nothing to try.
-        d.goodbye(&mut link, s.goodbye_deadline()).await;
-        s.release(link.conn);
-        return Ok(None);
-    }
     let mut rejections: Vec<(Method, ProbeError)> = Vec::new();
     let mut reconnected = false;
     let mut i = 0;
@@ -612,7 +606,7 @@ async fn ladder<D: Dialect>(s: &mut Session<'_>, d: &D) -> Result<Option<Method>
                 s.record(method, AttemptResult::Success);
                 d.goodbye(&mut link, s.goodbye_deadline()).await;
                 s.release(link.conn);
-                return Ok(Some(method));
+                return Ok(method);
             }
             RungEnd::Rejected(e) => {
                 s.record(method, AttemptResult::Rejected);
@@ -708,7 +702,7 @@ fn combine(rejections: Vec<(Method, ProbeError)>) -> ProbeError {
     }
 }
 
-fn finish(s: Session<'_>, outcome: Result<Option<Method>, ProbeError>) -> Verdict {
+fn finish(s: Session<'_>, outcome: Result<Method, ProbeError>) -> Verdict {
     let Session {
         target,
         phases,
@@ -721,7 +715,7 @@ fn finish(s: Session<'_>, outcome: Result<Option<Method>, ProbeError>) -> Verdic
         ..
     } = s;
     let (success, method, error) = match outcome {
-        Ok(method) => (true, method, None),
+        Ok(method) => (true, Some(method), None),
         Err(e) => (false, None, Some(e)),
     };
     // Logging in past rungs held back because earlier probes saw them rejected is falling
@@ -755,10 +749,10 @@ fn finish(s: Session<'_>, outcome: Result<Option<Method>, ProbeError>) -> Verdic
     };
     let advice = advice::advise(&facts);
     let mut transcript = transcript;
-    match (&method, &detail) {
-        (Some(m), _) => transcript.note(&format!("logged in with {m}")),
-        (None, Some(d)) => transcript.note(&format!("failed: {d}")),
-        (None, None) => transcript.note("logged in (pre-authenticated by the server)"),
+    if let Some(m) = method {
+        transcript.note(&format!("logged in with {m}"));
+    } else if let Some(d) = &detail {
+        transcript.note(&format!("failed: {d}"));
     }
     Verdict {
         success,
@@ -922,7 +916,7 @@ mod tests {
             ordered(steps, &[Apop, Pass]),
             Err(Reason::MechanismUnavailable)
         );
-        // Nothing offered at all (pre-authenticated) stays that way.
+        // Nothing offered at all stays that way.
         assert_eq!(ordered(steps, &[]), Ok(vec![]));
     }
 }
