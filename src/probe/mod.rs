@@ -679,12 +679,9 @@ fn order(s: &mut Session<'_>, rungs: Vec<Method>) -> Result<Vec<Method>, ProbeEr
     Ok(rungs)
 }
 
-/// One error for a ladder whose every rung was refused: plaintext refusals only when nothing
-/// else was said, otherwise the credentials.
+/// One error for a ladder whose every rung was refused: refused tokens when only tokens were
+/// refused, otherwise the credentials. A TLS demand ends the ladder and is never a rejection.
 fn combine(rejections: Vec<(Method, ProbeError)>) -> ProbeError {
-    let all_plaintext = rejections
-        .iter()
-        .all(|(_, e)| matches!(e, ProbeError::PlaintextDisallowed(_)));
     let all_tokens = rejections
         .iter()
         .all(|(_, e)| matches!(e, ProbeError::TokenRejected(_)));
@@ -693,9 +690,7 @@ fn combine(rejections: Vec<(Method, ProbeError)>) -> ProbeError {
         .map(|(m, e)| format!("{m} rejected: {e}"))
         .collect::<Vec<_>>()
         .join("; ");
-    if all_plaintext {
-        ProbeError::PlaintextDisallowed(detail)
-    } else if all_tokens {
+    if all_tokens {
         ProbeError::TokenRejected(detail)
     } else {
         ProbeError::AuthRejected(detail)
@@ -862,10 +857,10 @@ mod tests {
         assert_eq!(e.reason(), Reason::AuthRejected);
         assert!(e.to_string().contains("APOP rejected") && e.to_string().contains("PASS rejected"));
         let e = combine(vec![(
-            Method::Pass,
-            ProbeError::PlaintextDisallowed("p".into()),
+            Method::Xoauth2,
+            ProbeError::TokenRejected("t".into()),
         )]);
-        assert_eq!(e.reason(), Reason::PlaintextDisallowed);
+        assert_eq!(e.reason(), Reason::TokenRejected);
     }
 
     fn ordered(steps: Steps, rungs: &[Method]) -> Result<Vec<Method>, Reason> {
