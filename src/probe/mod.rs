@@ -528,12 +528,7 @@ pub(crate) fn cram_md5_answer(
 /// own (the `probe` command). Whatever probes repeatedly keeps a cache and calls
 /// [`probe_with`].
 pub async fn probe(target: &Target, preferred: Option<Method>) -> Verdict {
-    probe_steps(target, Steps::preferring(preferred)).await
-}
-
-/// Runs one probe that walks its ladder as `steps` say, with TLS connectors of its own.
-pub async fn probe_steps(target: &Target, steps: Steps) -> Verdict {
-    probe_with(target, steps, &Connectors::new()).await
+    probe_with(target, Steps::preferring(preferred), &Connectors::new()).await
 }
 
 /// Runs one probe that walks its ladder as `steps` say, taking TLS connectors from
