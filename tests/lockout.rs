@@ -19,6 +19,7 @@ use mailbox_exporter::schedule::{Ledger, NetworkProber, Prober, Scheduler};
 use mailbox_exporter::secret::Password;
 use mailbox_exporter::sim::{Behavior, SimServer, SimSpec};
 use mailbox_exporter::state::AccountState;
+use mailbox_exporter::tls::Connectors;
 use mailbox_exporter::verdict::{
     Attempt, AttemptResult, AuthMode, Method, Protocol, Reason, TlsMode, Verdict,
 };
@@ -54,7 +55,7 @@ async fn probe_once(state: &mut AccountState, t: &Target) -> Verdict {
         last: plan.rejected,
         others: None,
     };
-    let verdict = probe::probe_steps(t, steps).await;
+    let verdict = probe::probe_with(t, steps, &Connectors::new()).await;
     state.observe(verdict.clone(), SystemTime::now());
     verdict
 }

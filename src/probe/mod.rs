@@ -528,12 +528,7 @@ pub(crate) fn cram_md5_answer(
 /// own (the `probe` command). Whatever probes repeatedly keeps a cache and calls
 /// [`probe_with`].
 pub async fn probe(target: &Target, preferred: Option<Method>) -> Verdict {
-    probe_steps(target, Steps::preferring(preferred)).await
-}
-
-/// Runs one probe that walks its ladder as `steps` say, with TLS connectors of its own.
-pub async fn probe_steps(target: &Target, steps: Steps) -> Verdict {
-    probe_with(target, steps, &Connectors::new()).await
+    probe_with(target, Steps::preferring(preferred), &Connectors::new()).await
 }
 
 /// Runs one probe that walks its ladder as `steps` say, taking TLS connectors from
@@ -561,7 +556,7 @@ pub async fn probe_metered(
 }
 
 /// The protocol's ladder, on a connection of its own.
-async fn walk(s: &mut Session<'_>) -> Result<Option<Method>, ProbeError> {
+async fn walk(s: &mut Session<'_>) -> Result<Method, ProbeError> {
     match s.target.protocol {
         Protocol::Pop3 => ladder(s, &pop3::Pop3).await,
         Protocol::Imap => ladder(s, &imap::Imap).await,
@@ -585,7 +580,7 @@ fn credentials_problem(target: &Target) -> Option<ProbeError> {
     None
 }
 
-async fn ladder<D: Dialect>(s: &mut Session<'_>, d: &D) -> Result<Option<Method>, ProbeError> {
+async fn ladder<D: Dialect>(s: &mut Session<'_>, d: &D) -> Result<Method, ProbeError> {
     let mut link = d.open(s).await?;
     let rungs = match d.plan(s, &link).and_then(|rungs| order(s, rungs)) {
         Ok(rungs) => rungs,
@@ -595,12 +590,6 @@ async fn ladder<D: Dialect>(s: &mut Session<'_>, d: &D) -> Result<Option<Method>
             return Err(e);
         }
     };
-    if rungs.is_empty() {
-        // Pre-authenticated: there was nothing to try.
-        d.goodbye(&mut link, s.goodbye_deadline()).await;
-        s.release(link.conn);
-        return Ok(None);
-    }
     let mut rejections: Vec<(Method, ProbeError)> = Vec::new();
     let mut reconnected = false;
     let mut i = 0;
@@ -612,7 +601,7 @@ async fn ladder<D: Dialect>(s: &mut Session<'_>, d: &D) -> Result<Option<Method>
                 s.record(method, AttemptResult::Success);
                 d.goodbye(&mut link, s.goodbye_deadline()).await;
                 s.release(link.conn);
-                return Ok(Some(method));
+                return Ok(method);
             }
             RungEnd::Rejected(e) => {
                 s.record(method, AttemptResult::Rejected);
@@ -685,12 +674,9 @@ fn order(s: &mut Session<'_>, rungs: Vec<Method>) -> Result<Vec<Method>, ProbeEr
     Ok(rungs)
 }
 
-/// One error for a ladder whose every rung was refused: plaintext refusals only when nothing
-/// else was said, otherwise the credentials.
+/// One error for a ladder whose every rung was refused: refused tokens when only tokens were
+/// refused, otherwise the credentials. A TLS demand ends the ladder and is never a rejection.
 fn combine(rejections: Vec<(Method, ProbeError)>) -> ProbeError {
-    let all_plaintext = rejections
-        .iter()
-        .all(|(_, e)| matches!(e, ProbeError::PlaintextDisallowed(_)));
     let all_tokens = rejections
         .iter()
         .all(|(_, e)| matches!(e, ProbeError::TokenRejected(_)));
@@ -699,16 +685,14 @@ fn combine(rejections: Vec<(Method, ProbeError)>) -> ProbeError {
         .map(|(m, e)| format!("{m} rejected: {e}"))
         .collect::<Vec<_>>()
         .join("; ");
-    if all_plaintext {
-        ProbeError::PlaintextDisallowed(detail)
-    } else if all_tokens {
+    if all_tokens {
         ProbeError::TokenRejected(detail)
     } else {
         ProbeError::AuthRejected(detail)
     }
 }
 
-fn finish(s: Session<'_>, outcome: Result<Option<Method>, ProbeError>) -> Verdict {
+fn finish(s: Session<'_>, outcome: Result<Method, ProbeError>) -> Verdict {
     let Session {
         target,
         phases,
@@ -721,7 +705,7 @@ fn finish(s: Session<'_>, outcome: Result<Option<Method>, ProbeError>) -> Verdic
         ..
     } = s;
     let (success, method, error) = match outcome {
-        Ok(method) => (true, method, None),
+        Ok(method) => (true, Some(method), None),
         Err(e) => (false, None, Some(e)),
     };
     // Logging in past rungs held back because earlier probes saw them rejected is falling
@@ -755,10 +739,10 @@ fn finish(s: Session<'_>, outcome: Result<Option<Method>, ProbeError>) -> Verdic
     };
     let advice = advice::advise(&facts);
     let mut transcript = transcript;
-    match (&method, &detail) {
-        (Some(m), _) => transcript.note(&format!("logged in with {m}")),
-        (None, Some(d)) => transcript.note(&format!("failed: {d}")),
-        (None, None) => transcript.note("logged in (pre-authenticated by the server)"),
+    if let Some(m) = method {
+        transcript.note(&format!("logged in with {m}"));
+    } else if let Some(d) = &detail {
+        transcript.note(&format!("failed: {d}"));
     }
     Verdict {
         success,
@@ -868,10 +852,10 @@ mod tests {
         assert_eq!(e.reason(), Reason::AuthRejected);
         assert!(e.to_string().contains("APOP rejected") && e.to_string().contains("PASS rejected"));
         let e = combine(vec![(
-            Method::Pass,
-            ProbeError::PlaintextDisallowed("p".into()),
+            Method::Xoauth2,
+            ProbeError::TokenRejected("t".into()),
         )]);
-        assert_eq!(e.reason(), Reason::PlaintextDisallowed);
+        assert_eq!(e.reason(), Reason::TokenRejected);
     }
 
     fn ordered(steps: Steps, rungs: &[Method]) -> Result<Vec<Method>, Reason> {
@@ -922,7 +906,7 @@ mod tests {
             ordered(steps, &[Apop, Pass]),
             Err(Reason::MechanismUnavailable)
         );
-        // Nothing offered at all (pre-authenticated) stays that way.
+        // Nothing offered at all stays that way.
         assert_eq!(ordered(steps, &[]), Ok(vec![]));
     }
 }

@@ -10,10 +10,7 @@ use crate::verdict::{AuthMode, Method, OAUTH2_METHODS, Phase, Protocol};
 use super::{ProbeError, Session, Target};
 
 /// Logs in to the account of `s` with tokens from `login`.
-pub(crate) async fn login(
-    s: &mut Session<'_>,
-    login: &OAuth2Login,
-) -> Result<Option<Method>, ProbeError> {
+pub(crate) async fn login(s: &mut Session<'_>, login: &OAuth2Login) -> Result<Method, ProbeError> {
     let token = fetch(s, login).await?;
     let first = super::walk(s).await;
     let Err(ProbeError::TokenRejected(detail)) = first else {
