@@ -15,6 +15,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::auth::BasicAuth;
 use super::tls::{self, TlsSettings};
+use crate::files::Reader;
 
 /// The web config file and the certificates it names are small; a larger file is a mistake.
 const MAX_WEB_FILE: u64 = 1024 * 1024;
@@ -133,17 +134,25 @@ impl WebConfig {
             path: path.to_path_buf(),
             message,
         };
-        let text = read_file(path).map_err(|source| WebConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        // One reading thread for the config and the files it names.
+        let mut files = Reader::new();
+        let text = files
+            .read(path, MAX_WEB_FILE)
+            .map_err(|source| WebConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
         let text = String::from_utf8(text).map_err(|_| invalid("not UTF-8 text".into()))?;
         let base_dir = path.parent().unwrap_or(Path::new(""));
-        WebConfig::parse(&text, base_dir).map_err(invalid)
+        WebConfig::parse_with(&text, base_dir, &mut files).map_err(invalid)
     }
 
     /// Parses the YAML `text`, reading the files it names relative to `base_dir`.
     pub fn parse(text: &str, base_dir: &Path) -> Result<WebConfig, String> {
+        WebConfig::parse_with(text, base_dir, &mut Reader::new())
+    }
+
+    fn parse_with(text: &str, base_dir: &Path, files: &mut Reader) -> Result<WebConfig, String> {
         refuse_aliases(text)?;
         let tree: serde_json::Value = config::Config::builder()
             .add_source(config::File::from_str(text, config::FileFormat::Yaml))
@@ -163,7 +172,7 @@ impl WebConfig {
             _ => None,
         };
         let tls = match raw.tls_server_config {
-            Some(tls) if tls.is_set() => Some(tls_acceptor(tls, base_dir)?),
+            Some(tls) if tls.is_set() => Some(tls_acceptor(tls, base_dir, files)?),
             _ => None,
         };
         let headers = match raw.http_server_config.and_then(|h| h.headers) {
@@ -245,18 +254,13 @@ fn shorten_quoted(message: &str) -> String {
     out
 }
 
-/// Reads a regular file of at most [`MAX_WEB_FILE`] bytes under the file-read deadline: a
-/// FIFO or device is refused without blocking.
-fn read_file(path: &Path) -> io::Result<Vec<u8>> {
-    crate::files::read(path, MAX_WEB_FILE)
-}
-
 /// `inline` or the contents of `file` (relative to `base_dir`), not both.
 fn pem_source(
     field: &str,
     inline: Option<String>,
     file: Option<PathBuf>,
     base_dir: &Path,
+    files: &mut Reader,
 ) -> Result<Option<Vec<u8>>, String> {
     let inline = inline.filter(|s| !s.is_empty());
     let file = file.filter(|p| !p.as_os_str().is_empty());
@@ -265,7 +269,8 @@ fn pem_source(
         (Some(text), None) => Ok(Some(text.into_bytes())),
         (None, Some(file)) => {
             let path = base_dir.join(&file);
-            read_file(&path)
+            files
+                .read(&path, MAX_WEB_FILE)
                 .map(Some)
                 .map_err(|e| format!("{field}_file: cannot read {path:?}: {e}"))
         }
@@ -273,7 +278,7 @@ fn pem_source(
     }
 }
 
-fn tls_acceptor(raw: RawTls, base_dir: &Path) -> Result<TlsAcceptor, String> {
+fn tls_acceptor(raw: RawTls, base_dir: &Path, files: &mut Reader) -> Result<TlsAcceptor, String> {
     let given = |inline: &Option<String>, file: &Option<PathBuf>| {
         inline.as_deref().is_some_and(|s| !s.is_empty())
             || file.as_deref().is_some_and(|p| !p.as_os_str().is_empty())
@@ -281,9 +286,15 @@ fn tls_acceptor(raw: RawTls, base_dir: &Path) -> Result<TlsAcceptor, String> {
     if !given(&raw.cert, &raw.cert_file) || !given(&raw.key, &raw.key_file) {
         return Err("tls_server_config needs both cert_file and key_file".into());
     }
-    let cert = pem_source("cert", raw.cert, raw.cert_file, base_dir)?.unwrap_or_default();
-    let key = pem_source("key", raw.key, raw.key_file, base_dir)?.unwrap_or_default();
-    let client_ca = pem_source("client_ca", raw.client_ca, raw.client_ca_file, base_dir)?;
+    let cert = pem_source("cert", raw.cert, raw.cert_file, base_dir, files)?.unwrap_or_default();
+    let key = pem_source("key", raw.key, raw.key_file, base_dir, files)?.unwrap_or_default();
+    let client_ca = pem_source(
+        "client_ca",
+        raw.client_ca,
+        raw.client_ca_file,
+        base_dir,
+        files,
+    )?;
     let settings = TlsSettings {
         cert,
         key,
