@@ -121,3 +121,24 @@ pub fn prometheus_or_skip(test: &str) -> Option<PathBuf> {
 pub fn promtool_or_skip(test: &str) -> Option<PathBuf> {
     peer_or_skip(&PROMTOOL, test)
 }
+
+/// The "billion laughs": nine levels of nine aliases, 10^9 strings once expanded.
+pub fn alias_bomb() -> String {
+    let mut text = String::from(
+        "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
+    for (name, prev) in "bcdefghi".chars().zip("abcdefgh".chars()) {
+        let refs = vec![format!("*{prev}"); 9].join(",");
+        text.push_str(&format!("{name}: &{name} [{refs}]\n"));
+    }
+    text
+}
+
+/// Makes a FIFO at `path`.
+pub fn mkfifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
