@@ -142,3 +142,19 @@ pub fn mkfifo(path: &Path) {
         .unwrap();
     assert!(status.success());
 }
+
+/// A file holding the simulator's certificate, written once per test binary and kept for
+/// its lifetime: the CA file that probes of a simulated TLS server trust.
+pub fn sim_ca_file() -> PathBuf {
+    static PATH: std::sync::OnceLock<tempfile::TempPath> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            file.path(),
+            &mailbox_exporter::sim::sim_certificate().cert_pem,
+        )
+        .unwrap();
+        file.into_temp_path()
+    })
+    .to_path_buf()
+}
