@@ -1,8 +1,12 @@
 //! The binary's command line: exit codes and what `check-config` and the usage errors print.
 //! `probe` is only driven up to the point where it would log in.
 
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Output};
+
+use support::{alias_bomb, mkfifo};
 
 const SECRET: &str = "correct-horse-battery";
 
@@ -397,23 +401,6 @@ async fn probe_explains_the_trap_rung_by_rung_and_names_the_mode_to_pin() {
             .contains("username and password")
     );
     assert!(!stdout(&out).contains(SECRET));
-}
-
-/// The "billion laughs": nine levels of nine aliases, 10^9 strings once expanded.
-fn alias_bomb() -> String {
-    let mut text = String::from(
-        "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
-    );
-    for (name, prev) in "bcdefghi".chars().zip("abcdefgh".chars()) {
-        let refs = vec![format!("*{prev}"); 9].join(",");
-        text.push_str(&format!("{name}: &{name} [{refs}]\n"));
-    }
-    text
-}
-
-fn mkfifo(path: &Path) {
-    let status = Command::new("mkfifo").arg(path).status().unwrap();
-    assert!(status.success());
 }
 
 /// Before the limit, expanding it took 8-38 s and aborted at 4 GB.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use mailbox_exporter::app::{self, RunOptions, Running};
 use mailbox_exporter::sim::{Behavior, SimServer, SimSpec, sim_certificate};
 use mailbox_exporter::verdict::{Method, Protocol, Reason, TlsMode};
-use support::http::{self, Samples};
+use support::http::{self, Samples, scrape, wait_for};
 use support::{Dovecot, Flavor};
 
 const PASSWORD: &str = "Exp0rter-Secret";
@@ -82,27 +82,6 @@ async fn sim(protocol: Protocol, tls: TlsMode, behavior: Behavior) -> SimServer 
 fn dead_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
-}
-
-async fn scrape(addr: SocketAddr) -> Samples {
-    let response = http::get(addr, "/metrics").await;
-    assert_eq!(response.status, 200);
-    Samples::new(response.text())
-}
-
-/// Scrapes until `done` holds, or fails with the last scrape.
-async fn wait_for(addr: SocketAddr, what: &str, done: impl Fn(&Samples) -> bool) -> Samples {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let samples = scrape(addr).await;
-        if done(&samples) {
-            return samples;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("gave up waiting for {what}; last scrape:\n{}", samples.text);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn value(s: &Samples, name: &str, account: &str, labels: &[(&str, &str)]) -> f64 {

@@ -9,24 +9,13 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use support::alias_bomb;
 use support::http::{self, Samples};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 
 /// Waiting gives up after this long: a condition not met by then is a failure.
 const PATIENCE: Duration = Duration::from_secs(30);
-
-/// The "billion laughs": nine levels of nine aliases, 10^9 strings once expanded.
-fn alias_bomb() -> String {
-    let mut text = String::from(
-        "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
-    );
-    for (name, prev) in "bcdefghi".chars().zip("abcdefgh".chars()) {
-        let refs = vec![format!("*{prev}"); 9].join(",");
-        text.push_str(&format!("{name}: &{name} [{refs}]\n"));
-    }
-    text
-}
 
 /// Accounts on a port nobody listens on: probing them fails fast and harms no one.
 fn config(accounts: &[(&str, &str)]) -> String {
@@ -80,11 +69,7 @@ async fn bad_reloads_keep_the_old_config_and_sigterm_still_stops_the_exporter() 
     let dir = tempfile::tempdir().unwrap();
     let config_file: PathBuf = dir.path().join("config.yaml");
     let pipe = dir.path().join("pipe");
-    let status = std::process::Command::new("mkfifo")
-        .arg(&pipe)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    support::mkfifo(&pipe);
     write(&config_file, &config(&[("first", "password: p")]));
 
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mailbox_exporter"))

@@ -4,37 +4,12 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use mailbox_exporter::app::{self, RunOptions};
-use support::http::{self, Samples};
+use support::http::{Samples, wait_for};
 use support::oauth2_provider::{CLIENT_ID, CLIENT_SECRET};
 use support::{Dovecot, OAuth2Provider};
-
-const PATIENCE: Duration = Duration::from_secs(30);
-
-async fn scrape(addr: SocketAddr) -> Samples {
-    let response = http::get(addr, "/metrics").await;
-    assert_eq!(response.status, 200);
-    Samples::new(response.text())
-}
-
-/// Scrapes until `done` holds, or fails with the last scrape.
-async fn wait_for(addr: SocketAddr, what: &str, done: impl Fn(&Samples) -> bool) -> Samples {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let samples = scrape(addr).await;
-        if done(&samples) {
-            return samples;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("gave up waiting for {what}; last scrape:\n{}", samples.text);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 fn write_config(dir: &Path, provider: &OAuth2Provider, dovecot: &Dovecot) {
     let text = format!(

@@ -2,20 +2,22 @@
 //! mechanism picked, a refused token replaced once, a token source that fails, and no token
 //! in any output.
 
+mod support;
+
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mailbox_exporter::probe::{self, Target, TlsSettings};
 use mailbox_exporter::proto::sasl;
 use mailbox_exporter::secret::Password;
-use mailbox_exporter::sim::{Behavior, SimServer, SimSpec, sim_certificate};
+use mailbox_exporter::sim::{Behavior, SimServer, SimSpec};
 use mailbox_exporter::token::{AccessToken, OAuth2Login, TokenError, TokenFuture, TokenSource};
 use mailbox_exporter::verdict::{
     Attempt, AttemptResult, AuthMode, Method, Protocol, Reason, TlsMode, Verdict,
 };
+use support::sim_ca_file;
 
 const USER: &str = "alice@example.com";
 const PASSWORD: &str = "not-the-way-in";
@@ -24,16 +26,6 @@ const STALE: &str = "ya29.stale-token-YmF6cXV4";
 
 /// A generous outer bound: a probe that outlives it has hung.
 const HANG: Duration = Duration::from_secs(20);
-
-fn ca_file() -> PathBuf {
-    static PATH: OnceLock<tempfile::TempPath> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(file.path(), &sim_certificate().cert_pem).unwrap();
-        file.into_temp_path()
-    })
-    .to_path_buf()
-}
 
 /// A token source that hands out a scripted list (the last answer repeats), counts its calls
 /// and remembers which tokens it was told were refused.
@@ -140,7 +132,7 @@ fn target(sim: &SimServer, source: Arc<dyn TokenSource>) -> Target {
         tls: TlsSettings {
             mode: sim.spec().tls,
             verify: true,
-            ca_file: Some(ca_file()),
+            ca_file: Some(sim_ca_file()),
         },
         username: USER.into(),
         password: Password::new(PASSWORD),

@@ -62,6 +62,44 @@ fn ca_file(dir: &Path) -> std::path::PathBuf {
     path
 }
 
+/// The password login modes a probe can be told to use for `protocol`.
+fn password_modes(protocol: Protocol) -> &'static [AuthMode] {
+    match protocol {
+        Protocol::Pop3 => &[
+            AuthMode::Best,
+            AuthMode::Apop,
+            AuthMode::CramMd5,
+            AuthMode::Pass,
+        ],
+        Protocol::Imap => &[AuthMode::Best],
+    }
+}
+
+/// A probe of `USER` with `password` at `sim`, trusting `ca`.
+fn target(
+    sim: &SimServer,
+    ca: &Path,
+    password: &str,
+    auth_mode: AuthMode,
+    timeout: Duration,
+) -> Target {
+    Target {
+        protocol: sim.spec().protocol,
+        host: "127.0.0.1".into(),
+        port: sim.port(),
+        tls: TlsSettings {
+            mode: sim.spec().tls,
+            verify: true,
+            ca_file: Some(ca.to_path_buf()),
+        },
+        username: USER.into(),
+        password: Password::new(password),
+        auth_mode,
+        timeout,
+        oauth2: None,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_verdict_of_any_failure_mode_contains_the_password() {
     let dir = tempfile::tempdir().unwrap();
@@ -79,31 +117,9 @@ async fn no_verdict_of_any_failure_mode_contains_the_password() {
                     let spec =
                         SimSpec::new(protocol, tls, behavior.clone()).user(USER, server_password);
                     let sim = SimServer::start(spec).await.unwrap();
-                    let modes: &[AuthMode] = match protocol {
-                        Protocol::Pop3 => &[
-                            AuthMode::Best,
-                            AuthMode::Apop,
-                            AuthMode::CramMd5,
-                            AuthMode::Pass,
-                        ],
-                        Protocol::Imap => &[AuthMode::Best],
-                    };
-                    for &auth_mode in modes {
-                        let target = Target {
-                            protocol,
-                            host: "127.0.0.1".into(),
-                            port: sim.port(),
-                            tls: TlsSettings {
-                                mode: tls,
-                                verify: true,
-                                ca_file: Some(ca.clone()),
-                            },
-                            username: USER.into(),
-                            password: Password::new(SECRET),
-                            auth_mode,
-                            timeout: Duration::from_millis(500),
-                            oauth2: None,
-                        };
+                    for &auth_mode in password_modes(protocol) {
+                        let target =
+                            target(&sim, &ca, SECRET, auth_mode, Duration::from_millis(500));
                         let context = format!("{protocol} {behavior:?} tls {tls} {auth_mode}");
                         let connectors = connectors.clone();
                         probes.spawn(async move {
@@ -289,31 +305,8 @@ async fn a_server_echoing_every_client_line_shows_no_form_of_a_secret() {
                 (Protocol::Imap, false),
             ] {
                 let sim = echo_server(protocol, tls, sasl_ir, password).await;
-                let modes: &[AuthMode] = match protocol {
-                    Protocol::Pop3 => &[
-                        AuthMode::Best,
-                        AuthMode::Apop,
-                        AuthMode::CramMd5,
-                        AuthMode::Pass,
-                    ],
-                    Protocol::Imap => &[AuthMode::Best],
-                };
-                for &auth_mode in modes {
-                    let target = Target {
-                        protocol,
-                        host: "127.0.0.1".into(),
-                        port: sim.port(),
-                        tls: TlsSettings {
-                            mode: tls,
-                            verify: true,
-                            ca_file: Some(ca.clone()),
-                        },
-                        username: USER.into(),
-                        password: Password::new(password),
-                        auth_mode,
-                        timeout: Duration::from_secs(5),
-                        oauth2: None,
-                    };
+                for &auth_mode in password_modes(protocol) {
+                    let target = target(&sim, &ca, password, auth_mode, Duration::from_secs(5));
                     let context = format!("{protocol} tls {tls} {auth_mode} sasl-ir {sasl_ir}");
                     let v = probe::probe(&target, None).await;
                     assert!(!v.success, "{context}: {v:#?}");

@@ -1,16 +1,17 @@
 //! Probes against the in-process simulator: one test per server behaviour seen in the wild,
 //! each asserting the whole verdict.
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
+mod support;
+
 use std::time::Duration;
 
 use mailbox_exporter::probe::{self, Target, TlsSettings};
 use mailbox_exporter::secret::Password;
-use mailbox_exporter::sim::{Behavior, BusyCode, SimServer, SimSpec, TlsDemand, sim_certificate};
+use mailbox_exporter::sim::{Behavior, BusyCode, SimServer, SimSpec, TlsDemand};
 use mailbox_exporter::verdict::{
     Attempt, AttemptResult, AuthMode, Method, Protocol, Reason, TlsMode, Verdict,
 };
+use support::sim_ca_file;
 
 const USER: &str = "alice@example.com";
 const PASSWORD: &str = "c0rrect \"horse\" \\battery";
@@ -18,16 +19,6 @@ const WRONG: &str = "Tr0ub4dor&3-wrong";
 
 /// A generous outer bound: a probe that outlives it has hung.
 const HANG: Duration = Duration::from_secs(20);
-
-fn ca_file() -> PathBuf {
-    static PATH: OnceLock<tempfile::TempPath> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(file.path(), &sim_certificate().cert_pem).unwrap();
-        file.into_temp_path()
-    })
-    .to_path_buf()
-}
 
 async fn server(protocol: Protocol, tls: TlsMode, behavior: Behavior) -> SimServer {
     server_with(SimSpec::new(protocol, tls, behavior)).await
@@ -45,7 +36,7 @@ fn target(sim: &SimServer, tls: TlsMode) -> Target {
         tls: TlsSettings {
             mode: tls,
             verify: true,
-            ca_file: Some(ca_file()),
+            ca_file: Some(sim_ca_file()),
         },
         username: USER.into(),
         password: Password::new(PASSWORD),

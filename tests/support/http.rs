@@ -7,6 +7,31 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// How long [`wait_for`] keeps scraping before it fails.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// `/metrics` at `addr`, which must answer 200.
+pub async fn scrape(addr: SocketAddr) -> Samples {
+    let response = get(addr, "/metrics").await;
+    assert_eq!(response.status, 200);
+    Samples::new(response.text())
+}
+
+/// Scrapes until `done` holds, or fails with the last scrape.
+pub async fn wait_for(addr: SocketAddr, what: &str, done: impl Fn(&Samples) -> bool) -> Samples {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let samples = scrape(addr).await;
+        if done(&samples) {
+            return samples;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("gave up waiting for {what}; last scrape:\n{}", samples.text);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// One HTTP response.
 #[derive(Debug, Clone)]
 pub struct Response {

@@ -121,3 +121,40 @@ pub fn prometheus_or_skip(test: &str) -> Option<PathBuf> {
 pub fn promtool_or_skip(test: &str) -> Option<PathBuf> {
     peer_or_skip(&PROMTOOL, test)
 }
+
+/// The "billion laughs": nine levels of nine aliases, 10^9 strings once expanded.
+pub fn alias_bomb() -> String {
+    let mut text = String::from(
+        "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
+    for (name, prev) in "bcdefghi".chars().zip("abcdefgh".chars()) {
+        let refs = vec![format!("*{prev}"); 9].join(",");
+        text.push_str(&format!("{name}: &{name} [{refs}]\n"));
+    }
+    text
+}
+
+/// Makes a FIFO at `path`.
+pub fn mkfifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A file holding the simulator's certificate, written once per test binary and kept for
+/// its lifetime: the CA file that probes of a simulated TLS server trust.
+pub fn sim_ca_file() -> PathBuf {
+    static PATH: std::sync::OnceLock<tempfile::TempPath> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            file.path(),
+            &mailbox_exporter::sim::sim_certificate().cert_pem,
+        )
+        .unwrap();
+        file.into_temp_path()
+    })
+    .to_path_buf()
+}
