@@ -24,6 +24,10 @@ use crate::page::{self, PageInfo};
 use crate::schedule::{self, NetworkProber, Scheduler, Shard};
 use crate::web::{self, ListenAddress, WebConfig, WebConfigError};
 
+mod accounts;
+
+use accounts::InForce;
+
 /// What the service needs to start.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -63,6 +67,8 @@ pub trait Exporter: Send + Sync + 'static {
     fn account_page(&self, name: &str) -> Option<String>;
     /// The token sources of the OAuth2 accounts, for the metrics; set once at start.
     fn use_tokens(&self, _tokens: Arc<Tokens>) {}
+    /// Account source `name`'s state after a read; `None` once the source is removed.
+    fn source_status(&self, _name: &str, _status: Option<crate::source::Status>) {}
 }
 
 /// What runs the probes: follows `config`, putting each config on `applied` once it is in
@@ -188,11 +194,20 @@ pub async fn start_with<E: Exporter, P: Probing>(
         "config loaded"
     );
 
-    let config = Arc::new(config);
-    let (config_tx, config_rx) = watch::channel(Arc::clone(&config));
-    let (applied_tx, applied_rx) = watch::channel(config);
+    let shared = Arc::new(config.clone());
+    let (config_tx, config_rx) = watch::channel(Arc::clone(&shared));
+    let (applied_tx, applied_rx) = watch::channel(shared);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let scheduler = tokio::spawn(probing.run(config_rx, applied_tx, shutdown_rx.clone()));
+    let in_force = InForce::new(
+        config,
+        Arc::clone(&exporter),
+        options.shard,
+        tokens,
+        config_tx,
+        applied_rx,
+    );
+    in_force.start().await;
 
     let scheme = if web_config.is_tls() { "https" } else { "http" };
     let (web_config_tx, web_config_rx) = watch::channel(web_config);
@@ -201,10 +216,8 @@ pub async fn start_with<E: Exporter, P: Probing>(
         shard: options.shard,
         web_config_file: options.web_config_file.clone(),
         exporter: Arc::clone(&exporter),
-        config: config_tx,
-        applied: applied_rx,
+        in_force: Arc::clone(&in_force),
         web_config: web_config_tx,
-        tokens,
     })));
     let ready = Arc::new(AtomicBool::new(false));
     let site = Arc::new(Site {
@@ -219,9 +232,11 @@ pub async fn start_with<E: Exporter, P: Probing>(
     }));
     tracing::info!(address = %addr, "listening on {addr} ({scheme})");
     ready.store(true, Ordering::SeqCst);
+    let sources: Box<dyn StopSources> = Box::new(in_force);
     Ok(Running {
         addr,
         scheme,
+        sources,
         reloader,
         ready,
         shutdown: shutdown_tx,
@@ -236,6 +251,7 @@ pub struct Running {
     pub addr: SocketAddr,
     /// `http`, or `https` when the web config file sets up TLS.
     pub scheme: &'static str,
+    sources: Box<dyn StopSources>,
     reloader: ReloadHandle,
     ready: Arc<AtomicBool>,
     shutdown: watch::Sender<bool>,
@@ -259,6 +275,7 @@ impl Running {
     pub async fn shutdown(self) {
         tracing::info!("shutting down");
         self.ready.store(false, Ordering::SeqCst);
+        self.sources.stop().await;
         let _ = self.shutdown.send(true);
         let (scheduler, web) = tokio::join!(self.scheduler, self.web);
         for (what, result) in [("scheduler", scheduler), ("web server", web)] {
@@ -359,17 +376,26 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// Stops following the account sources, type-erased for [`Running`].
+trait StopSources: Send + Sync {
+    fn stop(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
+impl<E: Exporter> StopSources for Arc<InForce<E>> {
+    fn stop(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(InForce::stop(self))
+    }
+}
+
 struct Reloader<E> {
     path: PathBuf,
     shard: Option<Shard>,
     web_config_file: Option<PathBuf>,
     exporter: Arc<E>,
-    config: watch::Sender<Arc<Config>>,
-    /// The config the scheduler runs.
-    applied: watch::Receiver<Arc<Config>>,
+    /// The accounts in force, which a valid config joins.
+    in_force: Arc<InForce<E>>,
     /// Read by the web side for each new connection.
     web_config: watch::Sender<WebConfig>,
-    tokens: Arc<Tokens>,
 }
 
 impl<E: Exporter> Load for Reloader<E> {
@@ -377,7 +403,7 @@ impl<E: Exporter> Load for Reloader<E> {
         Box::pin(async move {
             let (path, shard) = (self.path.clone(), self.shard);
             let web_path = self.web_config_file.clone();
-            let tokens = Arc::clone(&self.tokens);
+            let tokens = Arc::clone(self.in_force.tokens());
             // Reading password files and certificates is blocking I/O.
             let loaded = tokio::task::spawn_blocking(move || {
                 let web = web_path.map(|p| WebConfig::load(&p));
@@ -396,17 +422,9 @@ impl<E: Exporter> Load for Reloader<E> {
                         web_config.keep_checks_from(&self.web_config.borrow());
                         self.web_config.send_replace(web_config);
                     }
-                    let accounts = config.account_count();
-                    let used: std::collections::HashSet<_> =
-                        config.accounts().filter_map(|a| a.oauth2.clone()).collect();
-                    self.tokens.retain(|settings| used.contains(settings));
-                    self.exporter.apply_config(&config);
-                    let config = Arc::new(config);
-                    self.config.send_replace(Arc::clone(&config));
                     // Answered once the scheduler runs it: from then on no probe starts with
-                    // settings it replaced. (If the scheduler has stopped, nothing probes.)
-                    let mut applied = self.applied.clone();
-                    let _ = applied.wait_for(|now| Arc::ptr_eq(now, &config)).await;
+                    // settings it replaced.
+                    let accounts = self.in_force.file(config).await;
                     self.exporter.config_reload(true, now);
                     tracing::info!(
                         path = %self.path.display(),
@@ -548,6 +566,10 @@ impl Exporter for Live {
 
     fn use_tokens(&self, tokens: Arc<Tokens>) {
         self.metrics.use_tokens(tokens);
+    }
+
+    fn source_status(&self, name: &str, status: Option<crate::source::Status>) {
+        self.metrics.source_status(name, status);
     }
 }
 

@@ -207,10 +207,72 @@ pub fn config_summary(config: &Config) -> String {
         plural(groups, "group", "groups"),
         plural(accounts, "account", "accounts")
     );
-    if accounts == 0 {
+    let sources = config.sources.len();
+    if sources > 0 {
+        let _ = write!(
+            line,
+            " in the file, {sources} account {}",
+            plural(sources, "source", "sources")
+        );
+    } else if accounts == 0 {
         line.push_str(" (nothing will be probed)");
     }
     line
+}
+
+/// What `check-config` prints for one account source, and whether it is usable: how many
+/// accounts it holds per in-group, and each skipped row with why (never a password). A source
+/// that cannot be read, or accounts named like the config file's, are not usable.
+pub fn source_report(
+    config: &Config,
+    name: &str,
+    read: &Result<crate::source::Read, String>,
+) -> (String, bool) {
+    let read = match read {
+        Ok(read) => read,
+        Err(why) => return (format!("source {name}: cannot be read: {why}\n"), false),
+    };
+    let mut per_group: std::collections::BTreeMap<&str, usize> = Default::default();
+    for account in &read.accounts {
+        *per_group.entry(account.group.as_str()).or_default() += 1;
+    }
+    let n = read.accounts.len();
+    let mut out = format!(
+        "source {name}: {n} {} in {} {}",
+        plural(n, "account", "accounts"),
+        per_group.len(),
+        plural(per_group.len(), "in-group", "in-groups"),
+    );
+    if !per_group.is_empty() {
+        let groups: Vec<String> = per_group.iter().map(|(g, n)| format!("{g} {n}")).collect();
+        let _ = write!(out, ": {}", groups.join(", "));
+    }
+    let skipped = read.skipped.len();
+    if skipped > 0 {
+        let _ = write!(out, "; {skipped} {} skipped", plural(skipped, "row", "rows"));
+    }
+    out.push('\n');
+    for (id, why) in &read.skipped {
+        let _ = writeln!(out, "  row {id:?} skipped: {why}");
+    }
+    let mut ok = true;
+    for account in &read.accounts {
+        if let Some(file) = config.find_account(&account.name) {
+            ok = false;
+            let _ = writeln!(
+                out,
+                "  error: email_account_id {:?} is also the name of an account in the config \
+                 file (group {:?}); rename one of them",
+                account.name, file.group
+            );
+        }
+    }
+    (out, ok)
+}
+
+/// Adds a source's accounts to `config`, as the exporter does (the file's win a clash).
+pub fn join_source(config: &mut Config, read: crate::source::Read) {
+    config.join(read.accounts);
 }
 
 /// Every error, one per line, then a count.

@@ -29,10 +29,13 @@ use crate::verdict::{AuthMode, Protocol, TlsMode};
 
 mod limits;
 mod oauth2;
+mod sources;
 
-use limits::name_problem;
-pub use limits::{check_yaml, clip, quote};
+pub use limits::{check_yaml, clip, name_problem, quote};
 use oauth2::{OAuth2Layer, RawOAuth2};
+pub use sources::{
+    DEFAULT_REFRESH, DEFAULT_SOURCE_TIMEOUT, Database, Reach, SourceSettings, VicidialSettings,
+};
 
 /// How often each account is probed unless configured: often enough to page within minutes,
 /// rarely enough not to look like an attack.
@@ -108,6 +111,9 @@ pub struct Config {
     /// The failed-login budget of each server; `None`: off (`failures: 0`).
     pub failure_budget: Option<FailureBudgetSettings>,
     pub groups: Vec<Group>,
+    /// Where more accounts come from (`sources`); their accounts join `groups` as they are
+    /// read.
+    pub sources: Vec<SourceSettings>,
 }
 
 /// `failure_budget`: at most `failures` failed logins per host within any `window`.
@@ -135,6 +141,52 @@ pub struct Account {
     pub target: Target,
     /// The account's token source, when it logs in with OAuth2.
     pub oauth2: Option<crate::oauth2::Settings>,
+    /// Where the account is defined.
+    pub origin: Origin,
+}
+
+/// Where an account is defined: the config file, or a row of an account source.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Origin {
+    #[default]
+    File,
+    Vicidial(VicidialRow),
+}
+
+impl Origin {
+    /// The `source` label value: `file`, or the source's name.
+    pub fn source(&self) -> &str {
+        match self {
+            Origin::File => "file",
+            Origin::Vicidial(row) => &row.source,
+        }
+    }
+}
+
+impl Account {
+    /// A probe's advice for this account, in the terms of where it is defined: a VICIdial
+    /// account's also names the VICIdial screen field to change.
+    pub fn advise(&self, advice: Option<String>) -> Option<String> {
+        match &self.origin {
+            Origin::File => advice,
+            Origin::Vicidial(_) => {
+                advice.map(|advice| crate::source::vicidial::advise(&self.name, advice))
+            }
+        }
+    }
+}
+
+/// What a VICIdial account keeps of its row besides the probe settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VicidialRow {
+    /// The source's name.
+    pub source: String,
+    /// `email_account_name`.
+    pub email_account_name: String,
+    /// `user_group`.
+    pub user_group: String,
+    /// `email_frequency_check_mins`: VICIdial's own login interval.
+    pub frequency_check_mins: u8,
 }
 
 #[cfg(test)]
@@ -162,6 +214,7 @@ impl Account {
                 oauth2: None,
             },
             oauth2: None,
+            origin: Origin::File,
         }
     }
 }
@@ -226,7 +279,7 @@ impl Config {
         let raw = RawConfig::parse(&text, Format::from_path(path), &env)
             .map_err(|errors| errors.in_file(path))?;
         let config = raw.validate(base_dir, &env)?;
-        if config.account_count() == 0 {
+        if config.account_count() == 0 && config.sources.is_empty() {
             tracing::warn!(path = %path.display(), "the configuration has no accounts: nothing will be probed");
         }
         Ok(config)
@@ -249,6 +302,35 @@ impl Config {
         let env: HashMap<String, String> = env.into_iter().collect();
         let raw = RawConfig::parse(text, format, &env)?;
         raw.validate(base_dir, &env)
+    }
+
+    /// Adds `accounts` (a source's) to their groups, creating groups as needed. Returns the
+    /// names left out because an account of that name is already there.
+    pub fn join(&mut self, accounts: impl IntoIterator<Item = Account>) -> Vec<String> {
+        let mut names: std::collections::HashSet<String> =
+            self.accounts().map(|a| a.name.clone()).collect();
+        let mut groups: HashMap<String, usize> = self
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (g.name.clone(), i))
+            .collect();
+        let mut clashes = Vec::new();
+        for account in accounts {
+            if !names.insert(account.name.clone()) {
+                clashes.push(account.name);
+                continue;
+            }
+            let i = *groups.entry(account.group.clone()).or_insert_with(|| {
+                self.groups.push(Group {
+                    name: account.group.clone(),
+                    accounts: Vec::new(),
+                });
+                self.groups.len() - 1
+            });
+            self.groups[i].accounts.push(account);
+        }
+        clashes
     }
 
     pub fn find_account(&self, name: &str) -> Option<&Account> {
@@ -414,6 +496,7 @@ pub struct RawConfig {
     failure_budget: Option<Value>,
     defaults: Option<Lenient<RawDefaults>>,
     groups: Option<Lenient<Vec<Lenient<RawGroup>>>>,
+    sources: Option<Lenient<Vec<Lenient<sources::RawSource>>>>,
     #[serde(flatten)]
     unknown: Unknown,
 }
@@ -662,6 +745,7 @@ impl Validator<'_> {
                 "failure_budget",
                 "defaults",
                 "groups",
+                "sources",
             ],
         );
         let top = Layer {
@@ -714,6 +798,7 @@ impl Validator<'_> {
             per_server_concurrency,
             failure_budget,
             groups: Vec::new(),
+            sources: Vec::new(),
         };
 
         let groups = match raw.groups {
@@ -748,6 +833,7 @@ impl Validator<'_> {
                 config.groups.push(group);
             }
         }
+        config.sources = self.sources(raw.sources, &global);
         config
     }
 
@@ -959,6 +1045,7 @@ impl Validator<'_> {
                 oauth2: None,
             },
             oauth2,
+            origin: Origin::File,
         })
     }
 
@@ -1491,7 +1578,7 @@ fn similar(known: &str, unknown: &str) -> bool {
 }
 
 /// `host`, `host:port`, `[v6]` or `[v6]:port` into a host (brackets removed) and port.
-fn parse_server(s: &str) -> Result<(String, Option<u16>), String> {
+pub(crate) fn parse_server(s: &str) -> Result<(String, Option<u16>), String> {
     if s.is_empty() {
         return Err("is empty".into());
     }

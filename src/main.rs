@@ -14,6 +14,7 @@ use mailbox_exporter::cli::{self, Cli, Command, DemoArgs, Exit, LogArgs, LogForm
 use mailbox_exporter::config::Config;
 use mailbox_exporter::demo::{self, DemoOptions};
 use mailbox_exporter::probe;
+use mailbox_exporter::source;
 use mailbox_exporter::web;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
@@ -137,16 +138,48 @@ fn init_tracing(log: &LogArgs) {
 }
 
 fn check_config(path: &Path) -> Exit {
-    match Config::load(path) {
-        Ok(config) => {
-            println!("{}", cli::config_summary(&config));
-            Exit::Ok
-        }
+    let config = match Config::load(path) {
+        Ok(config) => config,
         Err(errors) => {
             eprintln!("{}", cli::config_errors_report(path, &errors));
-            Exit::Failed
+            return Exit::Failed;
+        }
+    };
+    println!("{}", cli::config_summary(&config));
+    if config.sources.is_empty() {
+        return Exit::Ok;
+    }
+    let reads = match read_sources(&config) {
+        Ok(reads) => reads,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Exit::Failed;
+        }
+    };
+    let mut exit = Exit::Ok;
+    for (settings, read) in config.sources.iter().zip(&reads) {
+        let (report, ok) = cli::source_report(&config, settings.name(), read);
+        print!("{report}");
+        if !ok {
+            exit = Exit::Failed;
         }
     }
+    exit
+}
+
+/// Reads every account source of `config` once, in order.
+fn read_sources(config: &Config) -> anyhow::Result<Vec<Result<source::Read, String>>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    Ok(runtime.block_on(async {
+        let mut reads = Vec::new();
+        for settings in &config.sources {
+            reads.push(source::read(settings).await);
+        }
+        reads
+    }))
 }
 
 fn run_probe(path: &Path, args: &ProbeArgs) -> anyhow::Result<Exit> {
@@ -162,6 +195,15 @@ fn run_probe(path: &Path, args: &ProbeArgs) -> anyhow::Result<Exit> {
         eprintln!("{}", cli::config_errors_report(path, &errors));
         return Ok(Exit::Usage);
     }
+    if config.find_account(&args.account).is_none() && !config.sources.is_empty() {
+        // Not in the file: look in the sources, as the exporter would.
+        for (settings, read) in config.sources.clone().iter().zip(read_sources(&config)?) {
+            match read {
+                Ok(read) => cli::join_source(&mut config, read),
+                Err(why) => eprintln!("warning: source {}: {why}", settings.name()),
+            }
+        }
+    }
     let account = match cli::select_account(&config, &args.account, args.auth_mode) {
         Ok(account) => account,
         Err(message) => {
@@ -173,7 +215,8 @@ fn run_probe(path: &Path, args: &ProbeArgs) -> anyhow::Result<Exit> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let verdict = runtime.block_on(probe::probe(&account.target, None));
+    let mut verdict = runtime.block_on(probe::probe(&account.target, None));
+    verdict.advice = account.advise(verdict.advice.take());
     if args.json {
         println!("{}", cli::render_json(&account, &verdict));
     } else {

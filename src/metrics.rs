@@ -55,6 +55,8 @@ struct Inner {
     groups: BTreeMap<String, GroupStats>,
     reload_ok: bool,
     reload_success: Option<SystemTime>,
+    /// Each account source's state, by name.
+    sources: BTreeMap<String, crate::source::Status>,
 }
 
 struct Entry {
@@ -63,7 +65,8 @@ struct Entry {
     state: AccountState,
     /// `group="..",account=".."`, escaped.
     labels: String,
-    /// `protocol="..",server="..",tls="..",auth_mode=".."`, escaped.
+    /// `protocol="..",server="..",tls="..",auth_mode="..",source=".."` (and a VICIdial
+    /// row's `email_account_name`, `user_group`), escaped.
     info: String,
 }
 
@@ -85,6 +88,16 @@ impl Entry {
             target.tls.mode,
             auth_mode_label(target)
         );
+        info.push_str(",source=\"");
+        escape_label_into(&mut info, account.origin.source());
+        info.push('"');
+        if let crate::config::Origin::Vicidial(row) = &account.origin {
+            info.push_str(",email_account_name=\"");
+            escape_label_into(&mut info, &row.email_account_name);
+            info.push_str("\",user_group=\"");
+            escape_label_into(&mut info, &row.user_group);
+            info.push('"');
+        }
         Entry {
             account: Arc::new(account.clone()),
             state,
@@ -335,6 +348,28 @@ impl Metrics {
         tracing::info!(added, changed, kept, removed, "accounts configured");
     }
 
+    /// Shows account source `name`'s state from now on; `None` removes its series.
+    pub fn source_status(&self, name: &str, status: Option<crate::source::Status>) {
+        let mut inner = self.write();
+        match status {
+            Some(status) => {
+                inner.sources.insert(name.to_string(), status);
+            }
+            None => {
+                inner.sources.remove(name);
+            }
+        }
+    }
+
+    /// Each account source's state, by name.
+    pub fn sources(&self) -> Vec<(String, crate::source::Status)> {
+        self.read()
+            .sources
+            .iter()
+            .map(|(name, status)| (name.clone(), status.clone()))
+            .collect()
+    }
+
     /// The outcome of a configuration (re)load; `at` counts only when it succeeded.
     pub fn config_reload(&self, ok: bool, at: SystemTime) {
         let mut inner = self.write();
@@ -453,6 +488,8 @@ impl Ledger for Metrics {
             );
             return;
         };
+        let mut verdict = verdict;
+        verdict.advice = account.advise(verdict.advice.take());
         let changes = entry.state.observe(verdict, finished);
         if let Some(stats) = inner.groups.get_mut(&account.group) {
             stats.observe(total.as_secs_f64());
@@ -858,6 +895,8 @@ fn write_exposition(out: &mut String, inner: &Inner, in_flight: i64, lag: f64) -
     )?;
     unlabelled(out, name, Timestamp(inner.reload_success));
 
+    write_sources(out, &inner.sources)?;
+
     let name = "mailbox_exporter_probes_in_flight";
     header(out, name, "gauge", "Probes running now.")?;
     unlabelled(out, name, in_flight);
@@ -871,6 +910,68 @@ fn write_exposition(out: &mut String, inner: &Inner, in_flight: i64, lag: f64) -
          growing values mean the pool cannot keep up.",
     )?;
     unlabelled(out, name, lag);
+    Ok(())
+}
+
+/// The account source families; none without sources.
+fn write_sources(
+    out: &mut String,
+    sources: &BTreeMap<String, crate::source::Status>,
+) -> fmt::Result {
+    if sources.is_empty() {
+        return Ok(());
+    }
+    let labels: Vec<String> = sources
+        .keys()
+        .map(|name| {
+            let mut labels = String::from("source=\"");
+            escape_label_into(&mut labels, name);
+            labels.push('"');
+            labels
+        })
+        .collect();
+    let name = "mailbox_exporter_source_up";
+    header(
+        out,
+        name,
+        "gauge",
+        "Whether the last read of the account source succeeded; while 0 its last accounts \
+         stay in force.",
+    )?;
+    for (l, s) in labels.iter().zip(sources.values()) {
+        series(out, name, l, &[], s.up);
+    }
+    let name = "mailbox_exporter_source_accounts";
+    header(
+        out,
+        name,
+        "gauge",
+        "Accounts in force from the source: those of its last successful read.",
+    )?;
+    for (l, s) in labels.iter().zip(sources.values()) {
+        series(out, name, l, &[], s.accounts as u64);
+    }
+    let name = "mailbox_exporter_source_skipped_rows";
+    header(
+        out,
+        name,
+        "gauge",
+        "Rows the source's last successful read skipped for an unusable value (the log \
+         names each).",
+    )?;
+    for (l, s) in labels.iter().zip(sources.values()) {
+        series(out, name, l, &[], s.skipped as u64);
+    }
+    let name = "mailbox_exporter_source_last_success_timestamp_seconds";
+    header(
+        out,
+        name,
+        "gauge",
+        "When the source was last read successfully, seconds since the epoch; 0 before.",
+    )?;
+    for (l, s) in labels.iter().zip(sources.values()) {
+        series(out, name, l, &[], Timestamp(s.last_success));
+    }
     Ok(())
 }
 

@@ -30,6 +30,7 @@ fn config(accounts: Vec<Account>) -> Config {
         per_server_concurrency: 4,
         failure_budget: None,
         groups,
+        sources: Vec::new(),
     }
 }
 

@@ -38,6 +38,7 @@ fn config(accounts: Vec<Account>, concurrency: usize, per_server: usize) -> Conf
             name: "support".into(),
             accounts,
         }],
+        sources: Vec::new(),
     }
 }
 
