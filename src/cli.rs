@@ -249,7 +249,11 @@ pub fn source_report(
     }
     let skipped = read.skipped.len();
     if skipped > 0 {
-        let _ = write!(out, "; {skipped} {} skipped", plural(skipped, "row", "rows"));
+        let _ = write!(
+            out,
+            "; {skipped} {} skipped",
+            plural(skipped, "row", "rows")
+        );
     }
     out.push('\n');
     for (id, why) in &read.skipped {

@@ -91,7 +91,9 @@ pub async fn follow(settings: SourceSettings, sink: impl Sink) {
     loop {
         ticks.tick().await;
         let outcome = read(&settings).await;
-        log.outcome(&name, &outcome);
+        for change in log.changes(&outcome) {
+            change.log(&name);
+        }
         match outcome {
             Ok(read) => {
                 status.up = true;
@@ -113,9 +115,41 @@ pub async fn follow(settings: SourceSettings, sink: impl Sink) {
     }
 }
 
-/// Logs a source's state when it changes: the error when it first appears or differs from
-/// the last one, the recovery, and each skipped row when it is first skipped or for a new
-/// reason.
+/// A change in a source's state worth one log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Change {
+    /// The first read succeeded.
+    Read { accounts: usize, skipped: usize },
+    /// A read failed, for the first time or for another reason than the last one.
+    Failed(String),
+    /// A read succeeded after failing.
+    Recovered { accounts: usize },
+    /// A row is skipped, for the first time or for a new reason.
+    Skipped { row: String, why: String },
+}
+
+impl Change {
+    fn log(&self, source: &str) {
+        match self {
+            Change::Read { accounts, skipped } => {
+                tracing::info!(source, accounts, skipped, "account source read")
+            }
+            Change::Failed(why) => tracing::error!(
+                source,
+                error = %why,
+                "account source cannot be read; its last accounts stay in force"
+            ),
+            Change::Recovered { accounts } => {
+                tracing::info!(source, accounts, "account source readable again")
+            }
+            Change::Skipped { row, why } => {
+                tracing::warn!(source, row = %row, "row skipped: {why}")
+            }
+        }
+    }
+}
+
+/// What a source's log has said, so that each state is logged once, not once per read.
 #[derive(Debug, Default)]
 struct Log {
     /// `None` before the first read.
@@ -124,41 +158,97 @@ struct Log {
 }
 
 impl Log {
-    fn outcome(&mut self, source: &str, outcome: &Result<Read, String>) {
+    fn changes(&mut self, outcome: &Result<Read, String>) -> Vec<Change> {
+        let mut changes = Vec::new();
         match outcome {
             Err(why) => {
                 if self.last.as_ref().and_then(|l| l.as_ref().err()) != Some(why) {
-                    tracing::error!(
-                        source,
-                        error = %why,
-                        "account source cannot be read; its last accounts stay in force"
-                    );
+                    changes.push(Change::Failed(why.clone()));
                 }
                 self.last = Some(Err(why.clone()));
             }
             Ok(read) => {
+                let accounts = read.accounts.len();
                 match &self.last {
-                    Some(Err(_)) => tracing::info!(
-                        source,
-                        accounts = read.accounts.len(),
-                        "account source readable again"
-                    ),
-                    None => tracing::info!(
-                        source,
-                        accounts = read.accounts.len(),
-                        skipped = read.skipped.len(),
-                        "account source read"
-                    ),
+                    None => changes.push(Change::Read {
+                        accounts,
+                        skipped: read.skipped.len(),
+                    }),
+                    Some(Err(_)) => changes.push(Change::Recovered { accounts }),
                     Some(Ok(())) => {}
                 }
                 self.last = Some(Ok(()));
-                for (id, why) in &read.skipped {
-                    if self.skipped.get(id) != Some(why) {
-                        tracing::warn!(source, row = %id, "row skipped: {why}");
+                for (row, why) in &read.skipped {
+                    if self.skipped.get(row) != Some(why) {
+                        changes.push(Change::Skipped {
+                            row: row.clone(),
+                            why: why.clone(),
+                        });
                     }
                 }
                 self.skipped = read.skipped.clone();
             }
         }
+        changes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(accounts: usize, skipped: &[(&str, &str)]) -> Result<Read, String> {
+        Ok(Read {
+            accounts: (0..accounts)
+                .map(|i| Account::for_test("g", &i.to_string(), crate::verdict::Protocol::Pop3))
+                .collect(),
+            skipped: skipped
+                .iter()
+                .map(|(r, w)| (r.to_string(), w.to_string()))
+                .collect(),
+        })
+    }
+
+    #[test]
+    fn each_state_is_logged_once_per_change_not_once_per_read() {
+        let mut log = Log::default();
+        let down = || Err::<Read, String>("cannot connect".into());
+        let skip = Change::Skipped {
+            row: "9".into(),
+            why: "email_account_server is empty".into(),
+        };
+        assert_eq!(
+            log.changes(&read(2, &[("9", "email_account_server is empty")])),
+            [
+                Change::Read {
+                    accounts: 2,
+                    skipped: 1
+                },
+                skip.clone()
+            ]
+        );
+        assert_eq!(
+            log.changes(&read(2, &[("9", "email_account_server is empty")])),
+            []
+        );
+        assert_eq!(
+            log.changes(&down()),
+            [Change::Failed("cannot connect".into())]
+        );
+        assert_eq!(log.changes(&down()), []);
+        assert_eq!(
+            log.changes(&Err("timeout".into())),
+            [Change::Failed("timeout".into())]
+        );
+        assert_eq!(
+            log.changes(&read(3, &[("9", "email_account_server is empty")])),
+            [Change::Recovered { accounts: 3 }]
+        );
+        assert_eq!(log.changes(&read(3, &[])), []);
+        // Skipped again after being fixed: said again.
+        assert_eq!(
+            log.changes(&read(3, &[("9", "email_account_server is empty")])),
+            [skip]
+        );
     }
 }

@@ -103,12 +103,8 @@ impl<E: Exporter> InForce<E> {
     }
 
     fn follow(self: &Arc<Self>, state: &mut State) {
-        let wanted: BTreeMap<&str, &SourceSettings> = state
-            .file
-            .sources
-            .iter()
-            .map(|s| (s.name(), s))
-            .collect();
+        let wanted: BTreeMap<&str, &SourceSettings> =
+            state.file.sources.iter().map(|s| (s.name(), s)).collect();
         let stale: Vec<String> = state
             .following
             .iter()
@@ -249,7 +245,10 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            [("SUPPORT", vec!["inbox", "1001"]), ("BILLING", vec!["1002"])]
+            [
+                ("SUPPORT", vec!["inbox", "1001"]),
+                ("BILLING", vec!["1002"])
+            ]
         );
         assert_eq!(config.find_account("inbox").unwrap().origin, Origin::File);
         assert_eq!(clashes, BTreeSet::from(["inbox".to_string()]));

@@ -11,8 +11,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{
-    DEFAULT_TIMEOUT, Layer, Lenient, MAX_PASSWORD_FILE, RawDefaults, RawSecret, Unknown,
-    Validator, kind, parse_server,
+    DEFAULT_TIMEOUT, Layer, Lenient, MAX_PASSWORD_FILE, RawDefaults, RawSecret, Unknown, Validator,
+    kind, parse_server,
 };
 use crate::secret::Password;
 use crate::verdict::TlsMode;
@@ -211,7 +211,10 @@ impl Validator<'_> {
                     self.error(
                         &location,
                         "",
-                        format!("expected a mapping such as {{vicidial: {{...}}}}, found {}", kind(&v)),
+                        format!(
+                            "expected a mapping such as {{vicidial: {{...}}}}, found {}",
+                            kind(&v)
+                        ),
                     );
                     continue;
                 }
@@ -587,3 +590,6 @@ fn reach(layer: &Layer) -> Reach {
         timeout: layer.timeout.unwrap_or(DEFAULT_TIMEOUT),
     }
 }
+
+#[cfg(test)]
+mod tests;

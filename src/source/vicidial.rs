@@ -76,10 +76,7 @@ pub fn check_dsn(dsn: &str) -> Result<(), String> {
                 format!("unknown parameter {}", crate::config::quote(&param))
             }
             UrlError::InvalidParamValue { param, .. } => {
-                format!(
-                    "bad value for parameter {}",
-                    crate::config::quote(&param)
-                )
+                format!("bad value for parameter {}", crate::config::quote(&param))
             }
             UrlError::FeatureRequired { param, .. } => format!(
                 "parameter {} is not supported",
@@ -246,8 +243,7 @@ fn row_of(values: Vec<Value>) -> Result<Row, String> {
     let email_frequency_check_mins = match text("email_frequency_check_mins")? {
         None => None,
         Some(s) => Some(s.trim().parse::<u64>().map_err(|_| {
-            "column email_frequency_check_mins holds a value that is not a whole number"
-                .to_string()
+            "column email_frequency_check_mins holds a value that is not a whole number".to_string()
         })?),
     };
     let group_id = text("group_id")?;
