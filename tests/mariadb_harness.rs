@@ -5,7 +5,8 @@
 mod support;
 
 use std::net::TcpStream;
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use support::{MariaDb, Row};
 
@@ -191,6 +192,26 @@ fn the_reader_selects_the_table_over_tcp_with_the_dsn() {
             .expect_err("a wrong password is refused")
             .contains("Access denied"),
     );
+
+    // Another reader, whose password needs quoting in SQL and encoding in a URL.
+    let other_password = "it's a \\ p@ss:word/?#";
+    db.add_reader("other_reader", other_password);
+    assert_eq!(
+        db.query_as(
+            "other_reader",
+            other_password,
+            "SELECT email_account_id FROM vicidial_email_accounts"
+        ),
+        Ok("mbx-1\n".to_owned())
+    );
+    let error = db
+        .query_as(
+            "other_reader",
+            other_password,
+            "SELECT user FROM vicidial_users",
+        )
+        .expect_err("the other reader has the same one grant");
+    assert!(error.contains("SELECT command denied"), "{error}");
 }
 
 #[test]
@@ -281,6 +302,89 @@ fn stop_closes_the_port_and_start_brings_the_data_back() {
         db.log().contains("Shutdown complete"),
         "the stop was graceful"
     );
+}
+
+/// Polls `done` until it holds; panics with `what` after a generous deadline.
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The accept queue of the socket listening on 127.0.0.1:`port`: `/proc/net/tcp` shows it as
+/// the `rx_queue` of the LISTEN (`0A`) entry.
+fn connections_waiting_for_accept(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    let local = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .find(|fields| fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&"0A"))
+        .and_then(|fields| {
+            let (_, rx_queue) = fields.get(4)?.split_once(':')?;
+            usize::from_str_radix(rx_queue, 16).ok()
+        })
+        .expect("a socket listens on the port")
+}
+
+#[test]
+fn a_table_lock_holds_the_readers_query_until_it_is_dropped() {
+    let db = mariadb_or_skip!("a_table_lock_holds_the_readers_query_until_it_is_dropped");
+    db.insert_row(&Row::new("mbx-1"));
+    let lock = db.lock_table();
+    thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            db.query_as(
+                db.user(),
+                db.password(),
+                "SELECT email_account_id FROM vicidial_email_accounts",
+            )
+        });
+        wait_for("the reader's query waits for the lock", || {
+            db.sessions_waiting_for_lock() == 1
+        });
+        assert!(!reader.is_finished(), "the query waits for the lock");
+        drop(lock);
+        assert_eq!(
+            reader.join().expect("reader thread"),
+            Ok("mbx-1\n".to_owned())
+        );
+    });
+    assert_eq!(db.sessions_waiting_for_lock(), 0);
+}
+
+#[test]
+fn a_frozen_server_answers_once_thawed() {
+    let db = mariadb_or_skip!("a_frozen_server_answers_once_thawed");
+    db.insert_row(&Row::new("mbx-1"));
+    // freeze() itself waits until the process is stopped, and fails if it is not.
+    db.freeze();
+    thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            db.query_as(
+                db.user(),
+                db.password(),
+                "SELECT email_account_id FROM vicidial_email_accounts",
+            )
+        });
+        // The kernel completes the handshake; the connection waits in the accept queue.
+        wait_for("the reader's connection waits to be accepted", || {
+            connections_waiting_for_accept(db.port()) == 1
+        });
+        assert!(
+            !reader.is_finished(),
+            "nothing answers a frozen server's client"
+        );
+        db.thaw();
+        assert_eq!(
+            reader.join().expect("reader thread"),
+            Ok("mbx-1\n".to_owned()),
+            "the connection made while frozen is served after the thaw"
+        );
+    });
 }
 
 #[test]

@@ -11,15 +11,19 @@
 
 use std::fmt::Write as _;
 use std::fs::{self, File};
-use std::io::{Read as _, Write as _};
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+
+mod row;
+
+pub use row::{Row, quote};
 
 use super::dovecot::{signal, wait_until};
 use super::{MARIADB, MARIADB_CLIENT, MARIADB_INSTALL_DB};
@@ -208,7 +212,9 @@ impl MariaDb {
     /// its port refuses connections. Panics, after killing it, if that takes too long.
     pub fn stop(&mut self) {
         let mut child = self.child.take().expect("MariaDB is running");
+        // CONT: a frozen server handles the TERM only once it runs again.
         signal("TERM", &[child.id()]);
+        signal("CONT", &[child.id()]);
         let exited = wait_until(STOP_TIMEOUT, || matches!(child.try_wait(), Ok(Some(_))));
         if !exited {
             let _ = child.kill();
@@ -312,7 +318,7 @@ impl MariaDb {
     }
 
     /// Creates `user` (at 127.0.0.1 and localhost) with `password`, allowed exactly
-    /// `SELECT` on `asterisk.vicidial_email_accounts`, as the README tells operators to.
+    /// `SELECT` on `asterisk.vicidial_email_accounts`: the one grant the source needs.
     pub fn add_reader(&self, user: &str, password: &str) {
         self.execute(&reader_sql(user, password));
     }
@@ -399,6 +405,70 @@ impl MariaDb {
         ));
     }
 
+    /// Takes `LOCK TABLES vicidial_email_accounts WRITE` in a session of its own and returns
+    /// once it holds it: until the guard is dropped, every other session's read of the table
+    /// waits (a database that answers the handshake but not the query).
+    pub fn lock_table(&self) -> TableLock {
+        let mut command = self.admin_command(Some(DATABASE));
+        // Each statement's result is written as soon as it is known, not at exit.
+        command.arg("--unbuffered");
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run the mariadb client: {e}"));
+        let mut stdin = child.stdin.take().expect("client stdin");
+        stdin
+            .write_all(format!("LOCK TABLES {TABLE} WRITE;\nSELECT 'locked';\n").as_bytes())
+            .expect("write to the client");
+        let mut answer = String::new();
+        BufReader::new(child.stdout.take().expect("client stdout"))
+            .read_line(&mut answer)
+            .expect("read from the client");
+        if answer.trim_end() != "locked" {
+            drop(stdin);
+            let out = child.wait_with_output().expect("wait for the client");
+            panic!(
+                "LOCK TABLES failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim_end()
+            );
+        }
+        TableLock {
+            stdin: Some(stdin),
+            child,
+        }
+    }
+
+    /// How many sessions wait for a table lock (such as a read of the table while a
+    /// [`TableLock`] is held): the condition a test polls for.
+    pub fn sessions_waiting_for_lock(&self) -> usize {
+        self.query(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+             WHERE STATE LIKE 'Waiting for table%lock'",
+        )
+        .trim()
+        .parse()
+        .expect("a count")
+    }
+
+    /// Suspends the server (SIGSTOP): connections are still accepted by the kernel, but
+    /// nothing answers, like a hung database. [`Self::thaw`] resumes it.
+    pub fn freeze(&self) {
+        let pid = self.child.as_ref().expect("MariaDB is running").id();
+        signal("STOP", &[pid]);
+        let stopped = wait_until(STOP_TIMEOUT, || process_state(pid) == Some('T'));
+        assert!(stopped, "mariadbd was not suspended");
+    }
+
+    /// Resumes a server suspended by [`Self::freeze`] and waits until it answers again.
+    pub fn thaw(&self) {
+        let pid = self.child.as_ref().expect("MariaDB is running").id();
+        signal("CONT", &[pid]);
+        let answers = wait_until(START_TIMEOUT, || self.admin_sql(None, "SELECT 1").is_ok());
+        assert!(answers, "mariadbd does not answer after SIGCONT");
+    }
+
     /// The server's error log so far (across restarts), for assertions and failure messages.
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
@@ -423,7 +493,8 @@ impl MariaDb {
         command
     }
 
-    fn admin_sql(&self, database: Option<&str>, sql: &str) -> Result<String, String> {
+    /// The client, logged in through the socket as the administering OS user.
+    fn admin_command(&self, database: Option<&str>) -> Command {
         let mut command = self.client_command();
         command
             .arg("--protocol=SOCKET")
@@ -432,7 +503,29 @@ impl MariaDb {
         if let Some(database) = database {
             command.arg(format!("--database={database}"));
         }
-        run_client(command, sql)
+        command
+    }
+
+    fn admin_sql(&self, database: Option<&str>, sql: &str) -> Result<String, String> {
+        run_client(self.admin_command(database), sql)
+    }
+}
+
+/// A session holding a write lock on `vicidial_email_accounts`; dropping it ends the session,
+/// which releases the lock.
+#[derive(Debug)]
+pub struct TableLock {
+    stdin: Option<ChildStdin>,
+    child: Child,
+}
+
+impl Drop for TableLock {
+    fn drop(&mut self) {
+        // End of input ends the client, and with it the session and its lock.
+        drop(self.stdin.take());
+        if self.child.wait().is_err() {
+            let _ = self.child.kill();
+        }
     }
 }
 
@@ -447,154 +540,6 @@ impl Drop for MariaDb {
             eprintln!("--- mariadbd log ---\n{}", self.log());
         }
     }
-}
-
-/// A row of `vicidial_email_accounts`, holding the columns the exporter reads; the others
-/// take VICIdial's defaults. `None` inserts NULL.
-///
-/// [`Row::new`] gives an active INBOUND IMAP account in no in-group; the builder methods set
-/// the rest, and the fields are public for values the builders do not cover.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Row {
-    pub email_account_id: String,
-    pub email_account_name: Option<String>,
-    pub user_group: Option<String>,
-    pub protocol: Option<String>,
-    pub email_account_server: Option<String>,
-    pub email_account_user: Option<String>,
-    pub email_account_pass: Option<String>,
-    pub pop3_auth_mode: Option<String>,
-    pub active: Option<String>,
-    pub email_frequency_check_mins: Option<u8>,
-    pub group_id: Option<String>,
-    pub email_account_type: Option<String>,
-}
-
-impl Row {
-    pub fn new(email_account_id: &str) -> Self {
-        Row {
-            email_account_id: email_account_id.to_owned(),
-            email_account_name: Some(format!("{email_account_id} mailbox")),
-            user_group: Some("---ALL---".to_owned()),
-            protocol: Some("IMAP".to_owned()),
-            email_account_server: None,
-            email_account_user: None,
-            email_account_pass: None,
-            pop3_auth_mode: Some("BEST".to_owned()),
-            active: Some("Y".to_owned()),
-            email_frequency_check_mins: Some(5),
-            group_id: None,
-            email_account_type: Some("INBOUND".to_owned()),
-        }
-    }
-
-    pub fn name(mut self, name: &str) -> Self {
-        self.email_account_name = Some(name.to_owned());
-        self
-    }
-
-    pub fn user_group(mut self, user_group: &str) -> Self {
-        self.user_group = Some(user_group.to_owned());
-        self
-    }
-
-    /// `POP3`, `IMAP` or `SMTP`.
-    pub fn protocol(mut self, protocol: &str) -> Self {
-        self.protocol = Some(protocol.to_owned());
-        self
-    }
-
-    /// `email_account_server`: a host name or IP, without port (VICIdial has no port column).
-    pub fn server(mut self, server: &str) -> Self {
-        self.email_account_server = Some(server.to_owned());
-        self
-    }
-
-    pub fn user(mut self, user: &str) -> Self {
-        self.email_account_user = Some(user.to_owned());
-        self
-    }
-
-    pub fn password(mut self, password: &str) -> Self {
-        self.email_account_pass = Some(password.to_owned());
-        self
-    }
-
-    /// `BEST`, `PASS`, `APOP` or `CRAM-MD5`.
-    pub fn auth_mode(mut self, mode: &str) -> Self {
-        self.pop3_auth_mode = Some(mode.to_owned());
-        self
-    }
-
-    /// `active` = `Y` or `N`.
-    pub fn active(mut self, active: bool) -> Self {
-        self.active = Some(if active { "Y" } else { "N" }.to_owned());
-        self
-    }
-
-    pub fn frequency_mins(mut self, minutes: u8) -> Self {
-        self.email_frequency_check_mins = Some(minutes);
-        self
-    }
-
-    /// `group_id`: the in-group the mailbox feeds.
-    pub fn group(mut self, group_id: &str) -> Self {
-        self.group_id = Some(group_id.to_owned());
-        self
-    }
-
-    /// `INBOUND` or `OUTBOUND`.
-    pub fn account_type(mut self, account_type: &str) -> Self {
-        self.email_account_type = Some(account_type.to_owned());
-        self
-    }
-
-    /// `VERB INTO vicidial_email_accounts (...) VALUES (...);` with every value escaped.
-    pub fn sql(&self, verb: &str) -> String {
-        let text = |value: &Option<String>| value.as_deref().map_or("NULL".to_owned(), quote);
-        let columns = [
-            ("email_account_id", quote(&self.email_account_id)),
-            ("email_account_name", text(&self.email_account_name)),
-            ("user_group", text(&self.user_group)),
-            ("protocol", text(&self.protocol)),
-            ("email_account_server", text(&self.email_account_server)),
-            ("email_account_user", text(&self.email_account_user)),
-            ("email_account_pass", text(&self.email_account_pass)),
-            ("pop3_auth_mode", text(&self.pop3_auth_mode)),
-            ("active", text(&self.active)),
-            (
-                "email_frequency_check_mins",
-                self.email_frequency_check_mins
-                    .map_or("NULL".to_owned(), |m| m.to_string()),
-            ),
-            ("group_id", text(&self.group_id)),
-            ("email_account_type", text(&self.email_account_type)),
-        ];
-        let names: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
-        let values: Vec<&str> = columns.iter().map(|(_, value)| value.as_str()).collect();
-        format!(
-            "{verb} INTO {TABLE} ({}) VALUES ({});",
-            names.join(", "),
-            values.join(", ")
-        )
-    }
-}
-
-/// `value` as a MariaDB string literal in the default SQL mode, where a backslash escapes:
-/// quotes doubled, backslashes and NULs escaped.
-pub fn quote(value: &str) -> String {
-    let mut literal = String::with_capacity(value.len() + 2);
-    literal.push('\'');
-    for c in value.chars() {
-        match c {
-            '\'' => literal.push_str("''"),
-            '\\' => literal.push_str("\\\\"),
-            '\0' => literal.push_str("\\0"),
-            c => literal.push(c),
-        }
-    }
-    literal.push('\'');
-    literal
 }
 
 /// `CREATE USER` at both hosts a local client arrives from (TCP from 127.0.0.1; the socket
@@ -690,6 +635,13 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port()
+}
+
+/// The state letter of `pid` in `/proc/PID/stat` (`T` when stopped by a signal).
+fn process_state(pid: u32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name in parentheses may hold spaces; the state follows it.
+    stat.rsplit_once(") ")?.1.chars().next()
 }
 
 fn read_from(path: &Path, offset: u64) -> String {

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 pub use cyrus::Cyrus;
 pub use dovecot::{Dovecot, Flavor};
-pub use mariadb::{MariaDb, Row};
+pub use mariadb::{MariaDb, Row, TableLock};
 pub use oauth2_provider::OAuth2Provider;
 
 /// Set to `1` to make a missing peer fail the test instead of skipping it.
