@@ -1,5 +1,5 @@
-//! Support shared by the integration tests: real peers (Dovecot, Cyrus, Prometheus) and the
-//! policy for what a test does when a peer is not installed.
+//! Support shared by the integration tests: real peers (Dovecot, Cyrus, MariaDB, Prometheus)
+//! and the policy for what a test does when a peer is not installed.
 //!
 //! Plain `cargo test` must stay usable on a machine without the peers, but a skipped test must
 //! never look like a passed one: it says so loudly on stderr. `scripts/test` (and CI) set
@@ -13,6 +13,7 @@ pub mod cyrus;
 pub mod dovecot;
 pub mod http;
 pub mod mail;
+pub mod mariadb;
 pub mod oauth2_provider;
 pub mod prometheus;
 
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 pub use cyrus::Cyrus;
 pub use dovecot::{Dovecot, Flavor};
+pub use mariadb::{MariaDb, Row, TableLock};
 pub use oauth2_provider::OAuth2Provider;
 
 /// Set to `1` to make a missing peer fail the test instead of skipping it.
@@ -38,6 +40,23 @@ pub struct Peer {
 pub const DOVECOT: Peer = Peer {
     binary: "dovecot",
     packages: "dovecot-core dovecot-pop3d dovecot-imapd",
+};
+
+pub const MARIADB: Peer = Peer {
+    binary: "mariadbd",
+    packages: "mariadb-server",
+};
+
+/// Makes a MariaDB data directory; comes with [`MARIADB`]'s package.
+pub const MARIADB_INSTALL_DB: Peer = Peer {
+    binary: "mariadb-install-db",
+    packages: "mariadb-server",
+};
+
+/// The `mariadb` command-line client, which the MariaDB harness administers the server with.
+pub const MARIADB_CLIENT: Peer = Peer {
+    binary: "mariadb",
+    packages: "mariadb-client",
 };
 
 pub const PROMETHEUS: Peer = Peer {
