@@ -556,6 +556,7 @@ impl Exporter for Live {
             shard: self.shard.clone(),
             last_reload_ok: self.metrics.last_reload_ok(),
             now: SystemTime::now(),
+            sources: self.metrics.sources(),
         };
         page::landing(&self.metrics.accounts(), &info)
     }

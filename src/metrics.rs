@@ -182,6 +182,8 @@ pub struct AccountView {
     /// `BEST`, `APOP`, `CRAM-MD5`, `PASS` for POP3; `auto` for IMAP.
     pub auth_mode: &'static str,
     pub interval: Duration,
+    /// Where the account is defined.
+    pub origin: crate::config::Origin,
     /// At least one probe finished.
     pub probed: bool,
     /// The last probe logged in.
@@ -231,6 +233,7 @@ impl AccountView {
             tls: target.tls.mode,
             auth_mode: auth_mode_label(target),
             interval: account.interval,
+            origin: account.origin.clone(),
             probed: last.is_some(),
             success: state.success(),
             method: verdict.and_then(|v| v.method),

@@ -21,6 +21,8 @@ pub struct PageInfo<'a> {
     pub last_reload_ok: bool,
     /// The page's "now", for the age of the last probes.
     pub now: SystemTime,
+    /// Each account source's state, by name.
+    pub sources: Vec<(String, crate::source::Status)>,
 }
 
 const STYLE: &str = "\
@@ -153,6 +155,41 @@ fn method_into(out: &mut String, view: &AccountView) {
 
 /// The landing page: a summary per group, then every account with its status, method, last
 /// failure, flags and the recommendation of its last probe.
+/// The account sources' table; nothing without sources.
+fn sources(out: &mut String, info: &PageInfo<'_>) {
+    if info.sources.is_empty() {
+        return;
+    }
+    out.push_str(
+        "<h2>Account sources</h2>\n<table>\n<tr><th>Source</th><th>State</th><th>Accounts</th>\
+         <th>Skipped rows</th><th>Last read</th></tr>\n",
+    );
+    for (name, status) in &info.sources {
+        out.push_str("<tr><td>");
+        escape_into(out, name);
+        out.push_str("</td><td>");
+        match &status.error {
+            None if status.up => out.push_str("<span class=\"ok\">read</span>"),
+            None => out.push_str("not read yet"),
+            Some(why) => {
+                out.push_str(
+                    "<span class=\"failing\">cannot be read</span> (its last accounts stay \
+                     probed): ",
+                );
+                escape_into(out, why);
+            }
+        }
+        let _ = writeln!(
+            out,
+            "</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            status.accounts,
+            status.skipped,
+            age(info.now, status.last_success)
+        );
+    }
+    out.push_str("</table>\n");
+}
+
 pub fn landing(views: &[AccountView], info: &PageInfo<'_>) -> String {
     let mut out = String::with_capacity(4096 + views.len() * 600);
     head(&mut out, "mailbox_exporter");
@@ -183,6 +220,8 @@ pub fn landing(views: &[AccountView], info: &PageInfo<'_>) -> String {
              is still in use.</p>\n",
         );
     }
+
+    sources(&mut out, info);
 
     let groups = group_slices(views);
     if groups.is_empty() {
@@ -304,6 +343,21 @@ pub fn account_page(view: &AccountView) -> String {
         "Interval",
         &humantime::format_duration(view.interval).to_string(),
     );
+    if let crate::config::Origin::Vicidial(row) = &view.origin {
+        fact(
+            &mut out,
+            "Defined in",
+            &format!(
+                "VICIdial source {:?}: email account {} ({:?}, user group {:?}), checked by \
+                 VICIdial every {} min",
+                row.source,
+                view.account,
+                row.email_account_name,
+                row.user_group,
+                row.frequency_check_mins
+            ),
+        );
+    }
     let (class, label) = status(view);
     let _ = writeln!(
         out,
@@ -397,6 +451,7 @@ mod tests {
             tls: TlsMode::Implicit,
             auth_mode: "BEST",
             interval: Duration::from_secs(300),
+            origin: crate::config::Origin::File,
             probed: false,
             success: false,
             method: None,
@@ -464,7 +519,39 @@ mod tests {
             shard: None,
             last_reload_ok: true,
             now: at(1_700_000_090),
+            sources: Vec::new(),
         }
+    }
+
+    #[test]
+    fn account_sources_show_their_state() {
+        let status = |up, error: Option<&str>| crate::source::Status {
+            up,
+            accounts: 40,
+            skipped: 1,
+            last_success: Some(at(1_700_000_030)),
+            error: error.map(str::to_string),
+        };
+        let info = PageInfo {
+            sources: vec![
+                ("site-a".into(), status(true, None)),
+                ("site-b".into(), status(false, Some("cannot connect <db>"))),
+            ],
+            ..info()
+        };
+        let page = landing(&[], &info);
+        assert!(
+            page.contains(
+                "<td>site-a</td><td><span class=\"ok\">read</span></td><td>40</td><td>1</td>"
+            ),
+            "{page}"
+        );
+        assert!(
+            page.contains(
+                "cannot be read</span> (its last accounts stay probed): cannot connect &lt;db&gt;"
+            ),
+            "{page}"
+        );
     }
 
     #[test]
