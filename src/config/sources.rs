@@ -270,6 +270,13 @@ impl Validator<'_> {
             None => Some(DEFAULT_VICIDIAL_NAME.to_string()),
             Some(v) => self.name(location, Some(v)),
         };
+        if name.as_deref() == Some(crate::config::Origin::File.source()) {
+            self.error(
+                location,
+                "name",
+                "\"file\" names the config file's accounts in the source label; choose another",
+            );
+        }
         let database = self.database(location, &raw);
         let refresh = self
             .duration(

@@ -191,7 +191,7 @@ fn every_series_exists_at_zero_before_any_probe() {
                 "mailbox_account_info{}",
                 s(
                     "protocol=\"pop3\",server=\"mail.example.com:995\",tls=\"implicit\",\
-                   auth_mode=\"BEST\""
+                   auth_mode=\"BEST\",source=\"file\""
                 )
             )
         ),
@@ -204,7 +204,7 @@ fn every_series_exists_at_zero_before_any_probe() {
                 "mailbox_account_info{}",
                 i(
                     "protocol=\"imap\",server=\"mail.example.com:995\",tls=\"implicit\",\
-                   auth_mode=\"auto\""
+                   auth_mode=\"auto\",source=\"file\""
                 )
             )
         ),
@@ -742,6 +742,7 @@ fn rendered_text_passes_promtool() {
     );
     m.config_reload(true, at(1_700_000_000));
     m.schedule_lag(Duration::from_millis(30));
+    m.source_status("vicidial", Some(source_status(false)));
     let text = m.render();
 
     let dir = tempfile::tempdir().unwrap();
@@ -755,6 +756,65 @@ fn rendered_text_passes_promtool() {
         "promtool check metrics: {}\nstdout: {stdout}\nstderr: {stderr}\ninput:\n{text}",
         output.status
     );
+}
+
+fn source_status(up: bool) -> crate::source::Status {
+    crate::source::Status {
+        up,
+        accounts: 40,
+        skipped: 2,
+        last_success: Some(at(1_700_000_000)),
+        error: (!up).then(|| "cannot connect".to_string()),
+    }
+}
+
+#[test]
+fn account_sources_have_their_series_until_removed() {
+    let m = Metrics::new();
+    let mut vicidial = account("SUPPORT", "1001", Protocol::Pop3);
+    vicidial.origin = crate::config::Origin::Vicidial(crate::config::VicidialRow {
+        source: "vicidial".into(),
+        email_account_name: "Support \"A\"".into(),
+        user_group: "ADMIN".into(),
+        frequency_check_mins: 5,
+    });
+    m.apply_config(&config(vec![vicidial]));
+    let text = m.render();
+    assert!(!text.contains("mailbox_exporter_source_"), "{text}");
+    assert!(
+        text.contains(
+            "tls=\"implicit\",auth_mode=\"BEST\",source=\"vicidial\",\
+             email_account_name=\"Support \\\"A\\\"\",user_group=\"ADMIN\"} 1"
+        ),
+        "{text}"
+    );
+
+    m.source_status("vicidial", Some(source_status(true)));
+    let text = m.render();
+    let s = "{source=\"vicidial\"}";
+    assert_eq!(get(&text, &format!("mailbox_exporter_source_up{s}")), 1.0);
+    assert_eq!(
+        get(&text, &format!("mailbox_exporter_source_accounts{s}")),
+        40.0
+    );
+    assert_eq!(
+        get(&text, &format!("mailbox_exporter_source_skipped_rows{s}")),
+        2.0
+    );
+    assert_eq!(
+        get(
+            &text,
+            &format!("mailbox_exporter_source_last_success_timestamp_seconds{s}")
+        ),
+        1_700_000_000.0
+    );
+    m.source_status("vicidial", Some(source_status(false)));
+    assert_eq!(
+        get(&m.render(), &format!("mailbox_exporter_source_up{s}")),
+        0.0
+    );
+    m.source_status("vicidial", None);
+    assert!(!m.render().contains("mailbox_exporter_source_"));
 }
 
 fn check_metrics(promtool: &Path, input: &Path) -> std::process::Output {

@@ -114,7 +114,7 @@ fn every_problem_of_a_source_is_reported_with_where_it_is() {
          - vicidial:\n      host: db\n      refresh: 0s\n      in_groups: []\n      \
          defaults: { auth_mode: PASS, protocol: imap }\n      colour: blue\n  \
          - vicidial: { user: a, password: Db-Secret-4711, password_env: X }\n  \
-         - nosuch: {}\n  - vicidial: { user: a }\n  - vicidial: { user: b, name: vicidial }\n",
+         - nosuch: {}\n  - vicidial: { user: a }\n  - vicidial: { user: b, name: vicidial }\n  - vicidial: { user: c, name: file }\n",
     );
     let want = [
         "sources[0] / vicidial: dsn_file: the DSN holds the connection; remove host or dsn_file",
@@ -127,6 +127,7 @@ fn every_problem_of_a_source_is_reported_with_where_it_is() {
         "sources[2] / vicidial: password: password, password_file and password_env are exclusive",
         "sources[3]: unknown key \"nosuch\"",
         "sources[5] / vicidial: name: duplicate source name \"vicidial\" (first used at sources[4] / vicidial)",
+        "sources[6] / vicidial: name: \"file\" names the config file's accounts",
     ];
     for w in want {
         assert!(
