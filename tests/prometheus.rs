@@ -1,7 +1,8 @@
 //! The shipped Prometheus rules and Grafana dashboards, against the real Prometheus: promtool's
 //! checks and unit tests, then the exporter probing simulated servers and scraped by a real
-//! Prometheus, where every dashboard query and rule must return data and the group alert must
-//! fire and resolve within what its rule promises.
+//! Prometheus, where every dashboard query and rule must return data, the group alert must
+//! fire and resolve within what its rule promises, and the account source alert fires for a
+//! VICIdial database that does not answer.
 
 mod support;
 
@@ -140,6 +141,13 @@ async fn dashboards_and_rules_work_against_real_prometheus() {
 
     let rules = std::fs::read_to_string(repo_root().join("deploy/prometheus/rules.yml")).unwrap();
     let test_for = format!("{}s", TEST_FOR.as_secs());
+    let rule_count = rules
+        .lines()
+        .filter(|l| {
+            let l = l.trim_start();
+            l.starts_with("- record: ") || l.starts_with("- alert: ")
+        })
+        .count();
     let rules = with_for(&rules, &test_for);
     let prometheus = Prometheus::start(&prometheus_bin, running.addr, &rules).await;
 
@@ -211,8 +219,8 @@ async fn dashboards_and_rules_work_against_real_prometheus() {
                 }
             }
         }
-        if rules.len() < 19 {
-            problems.push(format!("only {} rules loaded", rules.len()));
+        if rules.len() < rule_count {
+            problems.push(format!("{} of the {rule_count} rules loaded", rules.len()));
         }
         if problems.is_empty() {
             Ok(())
@@ -231,6 +239,29 @@ async fn dashboards_and_rules_work_against_real_prometheus() {
     // Within: the rule's `for:`, a probe, a scrape, two evaluations (the recording rule, then
     // the alert), and slack.
     let promised = TEST_FOR + PROBE_INTERVAL + SCRAPE_INTERVAL * 3 + MARGIN;
+
+    // Nothing answers on the VICIdial database's port: the source is down from its first
+    // read, and the alert says that none of its accounts is probed.
+    eventually("the account source alert fires", promised, || async {
+        let alert = prometheus.alerts().await.into_iter().find(|a| {
+            a["labels"]["alertname"] == "MailboxAccountSourceDown"
+                && a["labels"]["source"] == "vicidial"
+                && a["state"] == "firing"
+        });
+        match alert {
+            Some(alert) => {
+                assert_eq!(alert["labels"]["severity"], "warning");
+                let description = alert["annotations"]["description"].as_str().unwrap();
+                assert!(
+                    description.contains("none of its accounts is probed"),
+                    "{description}"
+                );
+                Ok(())
+            }
+            None => Err("not firing".into()),
+        }
+    })
+    .await;
 
     // The frontdesk group's only server goes away: the group pages, and the server alert says
     // it is the server, not the credentials.
@@ -432,7 +463,8 @@ fn substitute(expr: &str) -> String {
 const PASSWORD: &str = "lab-password";
 
 /// The simulated servers and the exporter's config: one account for each thing a panel shows,
-/// and a `frontdesk` group whose only server can be stopped.
+/// a `frontdesk` group whose only server can be stopped, and a VICIdial source whose database
+/// does not answer.
 struct Lab {
     dir: tempfile::TempDir,
     /// The frontdesk group's server, until the outage.
@@ -441,6 +473,7 @@ struct Lab {
     /// Healthy POP3 over TLS: the frontdesk accounts after the reload, and the wrong password.
     spare: SimServer,
     others: Vec<SimServer>,
+    /// Nothing listens here: the billing-dead account's server and the VICIdial database.
     dead_port: u16,
     frontdesk_on_spare: bool,
 }
@@ -580,6 +613,11 @@ impl Lab {
             port(3),
             user("m365-imap"),
             self.dir.path().join("token").display().to_string()
+        ));
+        yaml.push_str(&format!(
+            "sources:\n  - vicidial:\n      host: 127.0.0.1\n      port: {}\n      \
+             user: monitor\n      timeout: 500ms\n",
+            self.dead_port
         ));
         std::fs::write(self.config_file(), yaml).unwrap();
     }
