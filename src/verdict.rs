@@ -5,22 +5,78 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-/// The mail protocol an account is reached with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    Pop3,
-    Imap,
+/// Names compare ignoring case, with `_` and `-` alike (`cram_md5` is `CRAM-MD5`).
+fn same_name(name: &str, given: &str) -> bool {
+    let norm = |c: u8| match c {
+        b'_' => b'-',
+        c => c.to_ascii_lowercase(),
+    };
+    name.len() == given.len() && name.bytes().map(norm).eq(given.bytes().map(norm))
+}
+
+/// A fixed vocabulary: an enum whose every variant has one name, the name used in labels,
+/// config values, JSON and messages. Generates `ALL` (in declaration order), `as_str`,
+/// `Display`, `Serialize` and a `FromStr` that ignores case and, on a miss, lists the names.
+macro_rules! names {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident ($what:literal) {
+            $( $(#[$vmeta:meta])* $variant:ident = $text:literal, )+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name {
+            $( $(#[$vmeta])* $variant, )+
+        }
+
+        impl $name {
+            pub const ALL: [$name; [$($text),+].len()] = [$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $( $name::$variant => $text, )+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $name::ALL
+                    .into_iter()
+                    .find(|v| same_name(v.as_str(), s))
+                    .ok_or_else(|| {
+                        let names: Vec<&str> = $name::ALL.iter().map(|v| v.as_str()).collect();
+                        format!("unknown {} {s:?}: expected one of {}", $what, names.join(", "))
+                    })
+            }
+        }
+    };
+}
+
+names! {
+    /// The mail protocol an account is reached with.
+    pub enum Protocol ("protocol") {
+        Pop3 = "pop3",
+        Imap = "imap",
+    }
 }
 
 impl Protocol {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Pop3 => "pop3",
-            Protocol::Imap => "imap",
-        }
-    }
-
     /// The methods this protocol can negotiate, strongest first.
     pub fn methods(self) -> &'static [Method] {
         match self {
@@ -30,45 +86,19 @@ impl Protocol {
     }
 }
 
-impl std::str::FromStr for Protocol {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "pop3" => Ok(Protocol::Pop3),
-            "imap" => Ok(Protocol::Imap),
-            _ => Err(format!("unknown protocol {s:?}: expected pop3 or imap")),
-        }
+names! {
+    /// How the connection is secured.
+    pub enum TlsMode ("tls mode") {
+        /// TLS from the first byte (POP3S 995, IMAPS 993).
+        Implicit = "implicit",
+        /// Plain connection upgraded with STLS (POP3) or STARTTLS (IMAP).
+        Starttls = "starttls",
+        /// No TLS at all.
+        None = "none",
     }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// How the connection is secured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TlsMode {
-    /// TLS from the first byte (POP3S 995, IMAPS 993).
-    Implicit,
-    /// Plain connection upgraded with STLS (POP3) or STARTTLS (IMAP).
-    Starttls,
-    /// No TLS at all.
-    None,
 }
 
 impl TlsMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TlsMode::Implicit => "implicit",
-            TlsMode::Starttls => "starttls",
-            TlsMode::None => "none",
-        }
-    }
-
     pub fn default_port(self, protocol: Protocol) -> u16 {
         match (protocol, self) {
             (Protocol::Pop3, TlsMode::Implicit) => 995,
@@ -79,58 +109,21 @@ impl TlsMode {
     }
 }
 
-impl std::str::FromStr for TlsMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "implicit" => Ok(TlsMode::Implicit),
-            "starttls" => Ok(TlsMode::Starttls),
-            "none" => Ok(TlsMode::None),
-            _ => Err(format!(
-                "unknown tls mode {s:?}: expected implicit, starttls or none"
-            )),
-        }
+names! {
+    /// The POP3 auth mode, named as VICIdial and Mail::POP3Client name it.
+    pub enum AuthMode ("auth mode") {
+        Best = "BEST",
+        Apop = "APOP",
+        CramMd5 = "CRAM-MD5",
+        Pass = "PASS",
+        /// An account with OAuth2 credentials, limited to XOAUTH2.
+        Xoauth2 = "XOAUTH2",
+        /// An account with OAuth2 credentials, limited to OAUTHBEARER.
+        Oauthbearer = "OAUTHBEARER",
     }
-}
-
-impl fmt::Display for TlsMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The POP3 auth mode, named as VICIdial and Mail::POP3Client name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-pub enum AuthMode {
-    #[serde(rename = "BEST")]
-    Best,
-    #[serde(rename = "APOP")]
-    Apop,
-    #[serde(rename = "CRAM-MD5")]
-    CramMd5,
-    #[serde(rename = "PASS")]
-    Pass,
-    /// An account with OAuth2 credentials, limited to XOAUTH2.
-    #[serde(rename = "XOAUTH2")]
-    Xoauth2,
-    /// An account with OAuth2 credentials, limited to OAUTHBEARER.
-    #[serde(rename = "OAUTHBEARER")]
-    Oauthbearer,
 }
 
 impl AuthMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthMode::Best => "BEST",
-            AuthMode::Apop => "APOP",
-            AuthMode::CramMd5 => "CRAM-MD5",
-            AuthMode::Pass => "PASS",
-            AuthMode::Xoauth2 => "XOAUTH2",
-            AuthMode::Oauthbearer => "OAUTHBEARER",
-        }
-    }
-
     /// The method a pinned mode is limited to; `None` for BEST.
     pub fn pinned(self) -> Option<Method> {
         match self {
@@ -144,53 +137,22 @@ impl AuthMode {
     }
 }
 
-impl std::str::FromStr for AuthMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_uppercase().as_str() {
-            "BEST" => Ok(AuthMode::Best),
-            "APOP" => Ok(AuthMode::Apop),
-            "CRAM-MD5" | "CRAM_MD5" | "CRAMMD5" => Ok(AuthMode::CramMd5),
-            "PASS" => Ok(AuthMode::Pass),
-            "XOAUTH2" => Ok(AuthMode::Xoauth2),
-            "OAUTHBEARER" => Ok(AuthMode::Oauthbearer),
-            _ => Err(format!(
-                "unknown auth mode {s:?}: expected one of BEST, APOP, CRAM-MD5, PASS, XOAUTH2, \
-                 OAUTHBEARER"
-            )),
-        }
+names! {
+    /// An authentication method, as it appears in the `method` label.
+    pub enum Method ("method") {
+        Apop = "APOP",
+        CramMd5 = "CRAM-MD5",
+        /// POP3 USER/PASS.
+        Pass = "PASS",
+        /// IMAP AUTHENTICATE PLAIN.
+        Plain = "PLAIN",
+        /// IMAP LOGIN.
+        Login = "LOGIN",
+        /// SASL XOAUTH2 (Google's, also Microsoft's): an OAuth2 bearer token.
+        Xoauth2 = "XOAUTH2",
+        /// SASL OAUTHBEARER (RFC 7628): an OAuth2 bearer token.
+        Oauthbearer = "OAUTHBEARER",
     }
-}
-
-impl fmt::Display for AuthMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// An authentication method, as it appears in the `method` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub enum Method {
-    #[serde(rename = "APOP")]
-    Apop,
-    #[serde(rename = "CRAM-MD5")]
-    CramMd5,
-    /// POP3 USER/PASS.
-    #[serde(rename = "PASS")]
-    Pass,
-    /// IMAP AUTHENTICATE PLAIN.
-    #[serde(rename = "PLAIN")]
-    Plain,
-    /// IMAP LOGIN.
-    #[serde(rename = "LOGIN")]
-    Login,
-    /// SASL XOAUTH2 (Google's, also Microsoft's): an OAuth2 bearer token.
-    #[serde(rename = "XOAUTH2")]
-    Xoauth2,
-    /// SASL OAUTHBEARER (RFC 7628): an OAuth2 bearer token.
-    #[serde(rename = "OAUTHBEARER")]
-    Oauthbearer,
 }
 
 /// The OAuth2 methods, strongest first: what an account with OAuth2 credentials may use, on
@@ -198,28 +160,6 @@ pub enum Method {
 pub const OAUTH2_METHODS: [Method; 2] = [Method::Oauthbearer, Method::Xoauth2];
 
 impl Method {
-    pub const ALL: [Method; 7] = [
-        Method::Apop,
-        Method::CramMd5,
-        Method::Pass,
-        Method::Plain,
-        Method::Login,
-        Method::Xoauth2,
-        Method::Oauthbearer,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::Apop => "APOP",
-            Method::CramMd5 => "CRAM-MD5",
-            Method::Pass => "PASS",
-            Method::Plain => "PLAIN",
-            Method::Login => "LOGIN",
-            Method::Xoauth2 => "XOAUTH2",
-            Method::Oauthbearer => "OAUTHBEARER",
-        }
-    }
-
     /// Whether the password itself crosses the wire (only hidden by TLS, if any).
     pub fn sends_password(self) -> bool {
         matches!(self, Method::Pass | Method::Plain | Method::Login)
@@ -231,38 +171,16 @@ impl Method {
     }
 }
 
-impl fmt::Display for Method {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The outcome of one rung of the login ladder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AttemptResult {
-    /// The server accepted the credentials.
-    Success,
-    /// The server refused the credentials (or could not verify them).
-    Rejected,
-    /// The rung ended without a verdict on the credentials: server busy, timeout, broken
-    /// connection, protocol violation.
-    Error,
-}
-
-impl AttemptResult {
-    pub const ALL: [AttemptResult; 3] = [
-        AttemptResult::Success,
-        AttemptResult::Rejected,
-        AttemptResult::Error,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AttemptResult::Success => "success",
-            AttemptResult::Rejected => "rejected",
-            AttemptResult::Error => "error",
-        }
+names! {
+    /// The outcome of one rung of the login ladder.
+    pub enum AttemptResult ("attempt result") {
+        /// The server accepted the credentials.
+        Success = "success",
+        /// The server refused the credentials (or could not verify them).
+        Rejected = "rejected",
+        /// The rung ended without a verdict on the credentials: server busy, timeout, broken
+        /// connection, protocol violation.
+        Error = "error",
     }
 }
 
@@ -273,59 +191,43 @@ pub struct Attempt {
     pub result: AttemptResult,
 }
 
-/// Why a probe failed: the fixed set behind the `reason` label. Never free text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Reason {
-    /// The server refused the credentials (`[AUTH]`, `AUTHENTICATIONFAILED`, or no code).
-    AuthRejected,
-    /// No method that the mode allows is offered by the server.
-    MechanismUnavailable,
-    /// The server takes logins only over TLS and this connection has none (`LOGINDISABLED`,
-    /// `XTLSREQUIRED`, `PRIVACYREQUIRED`, "TLS required"): a configuration matter, no backoff.
-    PlaintextDisallowed,
-    /// The server is up but will not serve the login now (`[IN-USE]`, `[SYS/TEMP]`,
-    /// `[LOGIN-DELAY]`, `UNAVAILABLE`, a `BYE` greeting).
-    ServerBusy,
-    /// The server reports a permanent fault of its own (`[SYS/PERM]`, `SERVERBUG`).
-    ServerError,
-    /// A phase ran past its deadline.
-    Timeout,
-    /// The TCP connection could not be made.
-    Connect,
-    /// The server name did not resolve.
-    Dns,
-    /// TLS handshake or certificate verification failed, or STARTTLS was unavailable.
-    Tls,
-    /// The server spoke something other than the protocol, or hung up mid-dialogue.
-    Protocol,
-    /// An IMAP `PREAUTH` greeting: the server logged the session in without checking any
-    /// credential, so nothing was learnt about them (with STARTTLS: the known bypass attack).
-    Preauth,
-    /// An OAuth2 token was had, but the server refused it (revoked, expired, wrong scope, no
-    /// mailbox permission for the app).
-    TokenRejected,
-    /// No OAuth2 token could be had from the account's token source; no login was tried.
-    TokenUnavailable,
+names! {
+    /// Why a probe failed: the fixed set behind the `reason` label. Never free text.
+    pub enum Reason ("reason") {
+        /// The server refused the credentials (`[AUTH]`, `AUTHENTICATIONFAILED`, or no code).
+        AuthRejected = "auth_rejected",
+        /// No method that the mode allows is offered by the server.
+        MechanismUnavailable = "mechanism_unavailable",
+        /// The server takes logins only over TLS and this connection has none (`LOGINDISABLED`,
+        /// `XTLSREQUIRED`, `PRIVACYREQUIRED`, "TLS required"): a configuration matter, no backoff.
+        PlaintextDisallowed = "plaintext_disallowed",
+        /// The server is up but will not serve the login now (`[IN-USE]`, `[SYS/TEMP]`,
+        /// `[LOGIN-DELAY]`, `UNAVAILABLE`, a `BYE` greeting).
+        ServerBusy = "server_busy",
+        /// The server reports a permanent fault of its own (`[SYS/PERM]`, `SERVERBUG`).
+        ServerError = "server_error",
+        /// A phase ran past its deadline.
+        Timeout = "timeout",
+        /// The TCP connection could not be made.
+        Connect = "connect",
+        /// The server name did not resolve.
+        Dns = "dns",
+        /// TLS handshake or certificate verification failed, or STARTTLS was unavailable.
+        Tls = "tls",
+        /// The server spoke something other than the protocol, or hung up mid-dialogue.
+        Protocol = "protocol",
+        /// An IMAP `PREAUTH` greeting: the server logged the session in without checking any
+        /// credential, so nothing was learnt about them (with STARTTLS: the known bypass attack).
+        Preauth = "preauth",
+        /// An OAuth2 token was had, but the server refused it (revoked, expired, wrong scope, no
+        /// mailbox permission for the app).
+        TokenRejected = "token_rejected",
+        /// No OAuth2 token could be had from the account's token source; no login was tried.
+        TokenUnavailable = "token_unavailable",
+    }
 }
 
 impl Reason {
-    pub const ALL: [Reason; 13] = [
-        Reason::AuthRejected,
-        Reason::MechanismUnavailable,
-        Reason::PlaintextDisallowed,
-        Reason::ServerBusy,
-        Reason::ServerError,
-        Reason::Timeout,
-        Reason::Connect,
-        Reason::Dns,
-        Reason::Tls,
-        Reason::Protocol,
-        Reason::Preauth,
-        Reason::TokenRejected,
-        Reason::TokenUnavailable,
-    ];
-
     /// The reasons a password account can fail with: every one but the token reasons.
     pub const PASSWORD: [Reason; 11] = [
         Reason::AuthRejected,
@@ -368,66 +270,16 @@ impl Reason {
             &Reason::PASSWORD
         }
     }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::AuthRejected => "auth_rejected",
-            Reason::MechanismUnavailable => "mechanism_unavailable",
-            Reason::PlaintextDisallowed => "plaintext_disallowed",
-            Reason::ServerBusy => "server_busy",
-            Reason::ServerError => "server_error",
-            Reason::Timeout => "timeout",
-            Reason::Connect => "connect",
-            Reason::Dns => "dns",
-            Reason::Tls => "tls",
-            Reason::Protocol => "protocol",
-            Reason::Preauth => "preauth",
-            Reason::TokenRejected => "token_rejected",
-            Reason::TokenUnavailable => "token_unavailable",
-        }
-    }
 }
 
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The phases a probe is timed by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Phase {
-    Connect,
-    Tls,
-    Greeting,
-    Auth,
-    Total,
-}
-
-impl Phase {
-    pub const ALL: [Phase; 5] = [
-        Phase::Connect,
-        Phase::Tls,
-        Phase::Greeting,
-        Phase::Auth,
-        Phase::Total,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Connect => "connect",
-            Phase::Tls => "tls",
-            Phase::Greeting => "greeting",
-            Phase::Auth => "auth",
-            Phase::Total => "total",
-        }
-    }
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+names! {
+    /// The phases a probe is timed by.
+    pub enum Phase ("phase") {
+        Connect = "connect",
+        Tls = "tls",
+        Greeting = "greeting",
+        Auth = "auth",
+        Total = "total",
     }
 }
 
@@ -522,6 +374,26 @@ mod tests {
         assert!(!Reason::OAUTH2.contains(&Reason::AuthRejected));
         assert!(Reason::for_login(true).len() <= 12);
         assert!(Reason::for_login(false).len() <= 12);
+    }
+
+    #[test]
+    fn names_parse_back_ignoring_case_and_dashes() {
+        for m in Method::ALL {
+            assert_eq!(m.as_str().to_ascii_lowercase().parse::<Method>(), Ok(m));
+        }
+        for r in Reason::ALL {
+            assert_eq!(r.as_str().parse::<Reason>(), Ok(r));
+        }
+        assert_eq!("cram_md5".parse::<AuthMode>(), Ok(AuthMode::CramMd5));
+        assert_eq!(
+            "smtp".parse::<Protocol>(),
+            Err("unknown protocol \"smtp\": expected one of pop3, imap".to_string())
+        );
+        assert_eq!(
+            serde_json::to_string(&Reason::AuthRejected).unwrap(),
+            "\"auth_rejected\""
+        );
+        assert!(Method::Apop < Method::Oauthbearer);
     }
 
     #[test]

@@ -677,8 +677,8 @@ fn unknown_protocol_tls_and_bad_types() {
         errors(&text),
         [
             format!("{A}: username: expected a string, found a number"),
-            format!("{A}: protocol: unknown protocol \"smtp\": expected pop3 or imap"),
-            format!("{A}: tls: unknown tls mode \"ssl\": expected implicit, starttls or none"),
+            format!("{A}: protocol: unknown protocol \"smtp\": expected one of pop3, imap"),
+            format!("{A}: tls: unknown tls mode \"ssl\": expected one of implicit, starttls, none"),
             format!("{A}: tls_verify: expected true or false, found a number"),
         ]
     );
