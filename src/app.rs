@@ -46,7 +46,7 @@ pub struct RunOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     /// The config is invalid; every problem is listed.
-    #[error("{}", crate::cli::config_errors_report(path, errors))]
+    #[error("{}", errors.report(path))]
     Config { path: PathBuf, errors: ConfigErrors },
     #[error(transparent)]
     WebConfig(#[from] WebConfigError),

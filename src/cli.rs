@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
-use crate::config::{Account, Config, ConfigErrors};
+use crate::config::{Account, Config};
 use crate::schedule::Shard;
 use crate::verdict::{Attempt, AuthMode, Method, Phase, Phases, Protocol, Reason, Verdict};
 use crate::web::ListenAddress;
@@ -277,22 +277,6 @@ pub fn source_report(
 /// Adds a source's accounts to `config`, as the exporter does (the file's win a clash).
 pub fn join_source(config: &mut Config, read: crate::source::Read) {
     config.join(read.accounts);
-}
-
-/// Every error, one per line, then a count.
-pub fn config_errors_report(path: &Path, errors: &ConfigErrors) -> String {
-    let mut out = String::new();
-    for e in errors.errors() {
-        let _ = writeln!(out, "{e}");
-    }
-    let n = errors.len();
-    let _ = write!(
-        out,
-        "config {} rejected: {n} {}",
-        path.display(),
-        plural(n, "error", "errors")
-    );
-    out
 }
 
 fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
@@ -707,7 +691,7 @@ groups:
         let errors = Config::from_str_with_format("timeout: 0s\nconcurrency: 0\n", Format::Yaml)
             .unwrap_err();
         assert_eq!(
-            config_errors_report(Path::new("x.yaml"), &errors),
+            errors.report(Path::new("x.yaml")),
             "timeout: must be greater than zero\nconcurrency: must be at least 1\n\
              config x.yaml rejected: 2 errors"
         );

@@ -428,6 +428,25 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+impl ConfigErrors {
+    /// Every error, one per line, then a count naming the file: what the commands print.
+    pub fn report(&self, path: &Path) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        for e in self.errors() {
+            let _ = writeln!(out, "{e}");
+        }
+        let n = self.len();
+        let _ = write!(
+            out,
+            "config {} rejected: {n} {}",
+            path.display(),
+            if n == 1 { "error" } else { "errors" }
+        );
+        out
+    }
+}
+
 impl From<ConfigError> for ConfigErrors {
     fn from(error: ConfigError) -> Self {
         ConfigErrors::single(error)

@@ -141,7 +141,7 @@ fn check_config(path: &Path) -> Exit {
     let config = match Config::load(path) {
         Ok(config) => config,
         Err(errors) => {
-            eprintln!("{}", cli::config_errors_report(path, &errors));
+            eprintln!("{}", errors.report(path));
             return Exit::Failed;
         }
     };
@@ -186,13 +186,13 @@ fn run_probe(path: &Path, args: &ProbeArgs) -> anyhow::Result<Exit> {
     let mut config = match Config::load(path) {
         Ok(config) => config,
         Err(errors) => {
-            eprintln!("{}", cli::config_errors_report(path, &errors));
+            eprintln!("{}", errors.report(path));
             return Ok(Exit::Usage);
         }
     };
     let tokens = mailbox_exporter::oauth2::Tokens::default();
     if let Err(errors) = config.resolve_oauth2(&tokens) {
-        eprintln!("{}", cli::config_errors_report(path, &errors));
+        eprintln!("{}", errors.report(path));
         return Ok(Exit::Usage);
     }
     if config.find_account(&args.account).is_none() && !config.sources.is_empty() {
