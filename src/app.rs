@@ -21,7 +21,8 @@ use crate::config::{Config, ConfigError, ConfigErrors};
 use crate::metrics::Metrics;
 use crate::oauth2::Tokens;
 use crate::page::{self, PageInfo};
-use crate::schedule::{self, NetworkProber, Scheduler, Shard};
+use crate::schedule::{NetworkProber, Scheduler};
+use crate::shard::{self, Shard};
 use crate::web::{self, ListenAddress, WebConfig, WebConfigError};
 
 mod accounts;
@@ -484,7 +485,7 @@ fn load_config(path: &Path, shard: Option<Shard>) -> Result<Config, ConfigErrors
     let mut config = Config::load(path)?;
     if let Some(shard) = shard {
         for group in &mut config.groups {
-            group.accounts.retain(|a| schedule::owns(&a.name, shard));
+            group.accounts.retain(|a| shard::owns(&a.name, shard));
         }
     }
     Ok(config)

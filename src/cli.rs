@@ -9,7 +9,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
 use crate::config::{Account, Config};
-use crate::schedule::Shard;
+use crate::shard::Shard;
 use crate::verdict::{Attempt, AuthMode, Method, Phase, Phases, Protocol, Reason, Verdict};
 use crate::web::ListenAddress;
 
@@ -169,7 +169,7 @@ fn parse_auth_mode(s: &str) -> Result<AuthMode, String> {
 
 fn parse_shard(s: &str) -> Result<Shard, String> {
     s.parse()
-        .map_err(|e: crate::schedule::ShardError| e.to_string())
+        .map_err(|e: crate::shard::ShardError| e.to_string())
 }
 
 impl Cli {

@@ -14,6 +14,7 @@
 //! - [`cli`]: the command line and what its commands print.
 //! - [`logfmt`]: the logfmt log line format.
 //! - [`source`]: account sources beside the config file (VICIdial's database).
+//! - [`shard`]: replicas' shares of the accounts and the stable hash of account names.
 //! - [`schedule`]: the scheduler and worker pool.
 //! - [`budget`]: the failed-login budget of each server.
 //! - [`state`]: one account's history and the pure rules that update it after a probe.
@@ -40,6 +41,7 @@ pub mod probe;
 pub mod proto;
 pub mod schedule;
 pub mod secret;
+pub mod shard;
 pub mod sim;
 pub mod source;
 pub mod state;

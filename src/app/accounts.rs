@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Account, Config, SourceSettings};
 use crate::oauth2::Tokens;
-use crate::schedule::{self, Shard};
+use crate::shard::{self, Shard};
 use crate::source::{self, Status};
 
 use super::Exporter;
@@ -167,7 +167,7 @@ fn compose(
     let ours = read
         .values()
         .flatten()
-        .filter(|a| shard.is_none_or(|shard| schedule::owns(&a.name, shard)))
+        .filter(|a| shard.is_none_or(|shard| shard::owns(&a.name, shard)))
         .cloned();
     let clashes = config.join(ours).into_iter().collect();
     (config, clashes)
@@ -265,7 +265,7 @@ mod tests {
         let kept: Vec<&str> = config.accounts().map(|a| a.name.as_str()).collect();
         let owned: Vec<&str> = accounts
             .iter()
-            .filter(|a| schedule::owns(&a.name, shard))
+            .filter(|a| shard::owns(&a.name, shard))
             .map(|a| a.name.as_str())
             .collect();
         assert_eq!(kept, owned);

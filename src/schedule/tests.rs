@@ -8,6 +8,7 @@ use tokio::task::JoinHandle;
 use super::*;
 use crate::config::Group;
 use crate::secret::Password;
+use crate::shard::{Shard, ShardError, owns};
 use crate::verdict::{Phases, Protocol};
 
 const SECOND: Duration = Duration::from_secs(1);
