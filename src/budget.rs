@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use crate::config::FailureBudgetSettings;
 use crate::probe::{Meter, Steps, Target};
-use crate::schedule::Plan;
+use crate::state::Plan;
 use crate::verdict::{AttemptResult, Protocol, Verdict};
 
 /// Failures are charged when the probe ends, a moment after the server logged them; they stay

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::budget::{FailureBudget, ServerBudget};
 use crate::config::{Account, Config};
 use crate::probe::Target;
-use crate::schedule::{Ledger, Plan};
+use crate::schedule::Ledger;
 use crate::state::AccountState;
+use crate::state::Plan;
 use crate::verdict::{
     Attempt, AttemptResult, Method, Phase, Phases, Protocol, Reason, TlsMode, Verdict,
 };

@@ -39,48 +39,15 @@ use tokio::time::Instant;
 
 use crate::budget::{Admission, FailureBudget};
 use crate::config::{Account, Config};
-use crate::probe::{self, Meter, MethodSet, Steps, Target};
+use crate::probe::{self, Meter, Steps, Target};
 use crate::shard::{PHASE_SALT, stable_hash};
+use crate::state::Plan;
 use crate::tls::Connectors;
-use crate::verdict::{Method, Verdict};
+use crate::verdict::Verdict;
 
 mod limit;
 
 use limit::Limit;
-
-/// What the next probe of an account should do, decided from its history.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Plan {
-    /// The method that worked last time: tried first.
-    pub preferred: Option<Method>,
-    /// Methods rejected since they last worked: tried after every other one.
-    pub rejected: MethodSet,
-    /// The account's interval is multiplied by this (1 = no backoff) after consecutive
-    /// credential rejections, so that the exporter never locks a mailbox out.
-    pub backoff_factor: u32,
-}
-
-impl Plan {
-    /// The whole ladder, the remembered method first and rejected ones last: how a probe
-    /// walks when no failure budget shortens it.
-    pub fn steps(&self) -> Steps {
-        Steps {
-            preferred: self.preferred,
-            last: self.rejected,
-            others: None,
-        }
-    }
-}
-
-impl Default for Plan {
-    fn default() -> Self {
-        Plan {
-            preferred: None,
-            rejected: MethodSet::EMPTY,
-            backoff_factor: 1,
-        }
-    }
-}
 
 /// Where the scheduler reads account history from and reports to. [`crate::metrics::Metrics`]
 /// is the real one; tests use their own.

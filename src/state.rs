@@ -4,9 +4,42 @@
 use std::fmt;
 use std::time::SystemTime;
 
-use crate::probe::MethodSet;
-use crate::schedule::Plan;
+use crate::probe::{MethodSet, Steps};
 use crate::verdict::{AttemptResult, Method, Reason, Verdict};
+
+/// What the next probe of an account should do, decided from its history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    /// The method that worked last time: tried first.
+    pub preferred: Option<Method>,
+    /// Methods rejected since they last worked: tried after every other one.
+    pub rejected: MethodSet,
+    /// The account's interval is multiplied by this (1 = no backoff) after consecutive
+    /// credential rejections, so that the exporter never locks a mailbox out.
+    pub backoff_factor: u32,
+}
+
+impl Plan {
+    /// The whole ladder, the remembered method first and rejected ones last: how a probe
+    /// walks when no failure budget shortens it.
+    pub fn steps(&self) -> Steps {
+        Steps {
+            preferred: self.preferred,
+            last: self.rejected,
+            others: None,
+        }
+    }
+}
+
+impl Default for Plan {
+    fn default() -> Self {
+        Plan {
+            preferred: None,
+            rejected: MethodSet::EMPTY,
+            backoff_factor: 1,
+        }
+    }
+}
 
 /// The interval is never multiplied by more than this, however long the rejections go on:
 /// with a 5 min interval a wrong password is still retried every 80 min.

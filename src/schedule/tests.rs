@@ -9,7 +9,8 @@ use super::*;
 use crate::config::Group;
 use crate::secret::Password;
 use crate::shard::{Shard, ShardError, owns};
-use crate::verdict::{Phases, Protocol};
+use crate::state::Plan;
+use crate::verdict::{Method, Phases, Protocol};
 
 const SECOND: Duration = Duration::from_secs(1);
 
