@@ -29,22 +29,39 @@ impl Site {
     pub fn start_or_skip(test: &str) -> Option<Site> {
         let db = MariaDb::start_or_skip(test)?;
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("db-password"), db.password()).unwrap();
         Some(Site { db, dir })
     }
 
-    /// Writes a config whose one source reads this site's table every second, with `extra`
-    /// (YAML lines at the source's indentation) added, and returns its path.
+    /// Writes a config whose one source reads this site's table every second, logging in
+    /// with host, port, user and `password_file`, with `extra` (YAML lines at the source's
+    /// indentation) added, and returns its path.
     pub fn config(&self, extra: &str) -> PathBuf {
+        let password = self.dir.path().join("db-password");
+        std::fs::write(&password, self.db.password()).unwrap();
+        self.write_config(
+            &format!(
+                "host: 127.0.0.1\n      port: {}\n      user: {}\n      password_file: {}",
+                self.db.port(),
+                self.db.user(),
+                password.display(),
+            ),
+            extra,
+        )
+    }
+
+    /// As [`Self::config`], logging in with the URL of a `dsn_file`.
+    pub fn dsn_config(&self, extra: &str) -> PathBuf {
+        let dsn = self.dir.path().join("vicidial-dsn");
+        std::fs::write(&dsn, format!("{}\n", self.db.dsn())).unwrap();
+        self.write_config(&format!("dsn_file: {}", dsn.display()), extra)
+    }
+
+    fn write_config(&self, database: &str, extra: &str) -> PathBuf {
         let text = format!(
             "# The simulators share 127.0.0.1 and some tests fail logins on purpose.\n\
              failure_budget: {{failures: 0}}\n\
              interval: 1s\ntimeout: 900ms\n\
-             sources:\n  - vicidial:\n      host: 127.0.0.1\n      port: {port}\n      \
-             user: {user}\n      password_file: {password}\n      refresh: 1s\n{extra}",
-            port = self.db.port(),
-            user = self.db.user(),
-            password = self.dir.path().join("db-password").display(),
+             sources:\n  - vicidial:\n      {database}\n      refresh: 1s\n{extra}"
         );
         let path = self.dir.path().join("config.yml");
         std::fs::write(&path, text).unwrap();
@@ -169,6 +186,15 @@ impl Exporter {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// The `error` of every "cannot be read" line the exporter logged, in order.
+pub fn source_errors(exporter: &Exporter) -> Vec<String> {
+    exporter
+        .logged("account source cannot be read; its last accounts stay in force")
+        .iter()
+        .map(|line| line["fields"]["error"].as_str().unwrap_or("").to_string())
+        .collect()
 }
 
 /// Runs the exporter's binary with `args` to its end.
