@@ -553,6 +553,8 @@ async fn a_slow_or_changed_database_flips_the_source_and_keeps_the_last_accounts
     // A read waiting on a table lock: the source's 1 s deadline ends it.
     let lock = blocking(|| site.db.lock_table());
     fault("the source down while the table is locked").await;
+    let last = source_errors(&exporter).pop();
+    assert_eq!(last.as_deref(), Some("no answer within 1s (timeout)"));
     assert!(site.db.sessions_waiting_for_lock() >= 1);
     drop(lock);
     up("the source up once the lock is gone").await;
@@ -583,6 +585,11 @@ async fn a_slow_or_changed_database_flips_the_source_and_keeps_the_last_accounts
     site.db
         .execute("RENAME TABLE vicidial_email_accounts TO vicidial_email_accounts_old;");
     fault("the source down with the table missing").await;
+    let last = source_errors(&exporter).pop().unwrap_or_default();
+    assert!(
+        last.contains("vicidial_email_accounts' doesn't exist"),
+        "{last}"
+    );
     site.db
         .execute("RENAME TABLE vicidial_email_accounts_old TO vicidial_email_accounts;");
     let s = up("the source up with the table back").await;
