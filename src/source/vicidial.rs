@@ -131,7 +131,7 @@ pub async fn read(settings: &VicidialSettings) -> Result<Vec<Row>, String> {
         let opts = opts(&settings.database)?;
         let mut conn = Conn::new(opts)
             .await
-            .map_err(|e| format!("cannot connect to the database: {e}"))?;
+            .map_err(|e| format!("cannot connect to the database: {}", describe(&e)))?;
         let rows = query(&mut conn).await;
         // The rows are read whatever the goodbye does.
         let _ = conn.disconnect().await;
@@ -151,13 +151,13 @@ async fn query(conn: &mut Conn) -> Result<Vec<Row>, String> {
     let mut result = conn
         .query_iter(QUERY)
         .await
-        .map_err(|e| format!("cannot read vicidial_email_accounts: {e}"))?;
+        .map_err(|e| format!("cannot read vicidial_email_accounts: {}", describe(&e)))?;
     check_columns(result.columns_ref())?;
     let mut rows = Vec::new();
     while let Some(row) = result
         .next()
         .await
-        .map_err(|e| format!("cannot read vicidial_email_accounts: {e}"))?
+        .map_err(|e| format!("cannot read vicidial_email_accounts: {}", describe(&e)))?
     {
         if rows.len() == MAX_ROWS {
             return Err(format!(
@@ -167,6 +167,19 @@ async fn query(conn: &mut Conn) -> Result<Vec<Row>, String> {
         rows.push(row_of(row.unwrap())?);
     }
     Ok(rows)
+}
+
+/// The client's error in a few words: the server's own message, or the I/O error without
+/// the client's doubled prefixes.
+fn describe(e: &mysql_async::Error) -> String {
+    use mysql_async::{Error, IoError};
+    match e {
+        Error::Io(IoError::Io(io)) => io.to_string(),
+        Error::Io(IoError::Tls(tls)) => format!("TLS: {tls}"),
+        Error::Server(server) => format!("{} (error {})", server.message, server.code),
+        Error::Driver(driver) => driver.to_string(),
+        other => other.to_string(),
+    }
 }
 
 /// The columns must have the types VICIdial gives them: text, and a whole number of minutes.
