@@ -493,6 +493,32 @@ impl Metrics {
         self.read().reload_ok
     }
 
+    /// The same exposition with the per-account and per-group families built through the
+    /// `prometheus` crate's data model and encoder ([`families::AccountCollector`]): only
+    /// for the exposition benchmark, which measures both ways.
+    #[doc(hidden)]
+    pub fn render_through_crate(&self) -> String {
+        let registry = Registry::new();
+        let collectors: [Box<dyn prometheus::core::Collector>; 2] = [
+            Box::new(exporter::ExporterCollector::new(Arc::clone(&self.shared))),
+            Box::new(families::AccountCollector::new(Arc::clone(&self.shared))),
+        ];
+        for collector in collectors {
+            registry
+                .register(collector)
+                .expect("a new registry takes the collectors");
+        }
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("a new registry takes the process collector");
+        let mut out = String::new();
+        let _ = TextEncoder::new().encode_utf8(&registry.gather(), &mut out);
+        out
+    }
+
     /// The Prometheus text exposition (format 0.0.4).
     pub fn render(&self) -> String {
         // Gathered before the store is locked here: the collector takes the lock itself.
@@ -601,6 +627,7 @@ impl Ledger for Metrics {
 }
 
 mod exporter;
+mod families;
 #[cfg(test)]
 mod tests;
 mod text;
