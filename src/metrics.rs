@@ -1,9 +1,11 @@
-//! Every account's state and its Prometheus exposition: the single source of truth that probes
-//! write and scrapes and the landing page read. Scraping only encodes; it never probes.
+//! The account store and its readings: the single source of truth that probes write
+//! ([`Ledger::record`]), the pages read ([`view::AccountView`]) and scrapes encode. Scraping
+//! only encodes; it never probes.
 //!
 //! The exposition is a private `prometheus` registry (the process collector and
 //! [`exporter::ExporterCollector`] over the store) encoded by the crate's `TextEncoder`,
-//! followed by the per-account and per-group families that [`text`] writes by hand.
+//! followed by the per-account and per-group families that [`text`] writes by hand
+//! ([`families`] is the same through the crate, kept for the exposition benchmark).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
@@ -18,7 +20,7 @@ use crate::config::{Account, Config};
 use crate::probe::Target;
 use crate::schedule::{Ledger, Plan};
 use crate::state::AccountState;
-use crate::verdict::{Attempt, AttemptResult, Method, Phases, Protocol, Reason, TlsMode, Verdict};
+use crate::verdict::{AttemptResult, Method, Protocol, Reason, Verdict};
 use text::escape_label_into;
 
 /// Upper bounds of `mailbox_probe_duration_seconds`: a healthy login takes tens of
@@ -226,99 +228,6 @@ impl LagWindow {
             .filter(|(second, _)| *second <= now && now - *second < LAG_WINDOW_SECS)
             .map(|&(_, lag)| lag)
             .fold(0.0, f64::max)
-    }
-}
-
-/// One account as the web pages show it: its settings and what its last probe found.
-#[derive(Debug, Clone)]
-pub struct AccountView {
-    pub group: String,
-    pub account: String,
-    pub protocol: Protocol,
-    /// `host:port`.
-    pub server: String,
-    pub tls: TlsMode,
-    /// `BEST`, `APOP`, `CRAM-MD5`, `PASS` for POP3; `auto` for IMAP.
-    pub auth_mode: &'static str,
-    pub interval: Duration,
-    /// Where the account is defined.
-    pub origin: crate::config::Origin,
-    /// At least one probe finished.
-    pub probed: bool,
-    /// The last probe logged in.
-    pub success: bool,
-    /// The method the last probe logged in with.
-    pub method: Option<Method>,
-    /// The method of the last successful login, however long ago.
-    pub last_success_method: Option<Method>,
-    /// Why the last probe failed.
-    pub reason: Option<Reason>,
-    /// The last probe's one-line account of its failure.
-    pub detail: Option<String>,
-    /// What the operator should change, from the last probe.
-    pub advice: Option<String>,
-    pub fallback: bool,
-    pub cleartext: bool,
-    pub backoff: bool,
-    pub backoff_factor: u32,
-    pub consecutive_failures: u64,
-    pub last_probe: Option<SystemTime>,
-    pub last_success: Option<SystemTime>,
-    /// The certificate's notAfter, seconds since the epoch.
-    pub cert_expiry: Option<i64>,
-    pub phases: Phases,
-    /// The last probe's redacted dialogue (left empty by [`Metrics::accounts`]).
-    pub transcript: Vec<String>,
-    /// The rungs the last probe tried (left empty by [`Metrics::accounts`]).
-    pub attempts: Vec<Attempt>,
-    /// The server whose failed-login budget the account's probe waits for now.
-    pub budget_wait: Option<String>,
-}
-
-impl AccountView {
-    /// `detail`: with the last transcript and attempts, which only the account's own page
-    /// shows; the list of every account leaves them out rather than copy every transcript.
-    fn new(entry: &Entry, detail: bool) -> AccountView {
-        let account = &entry.account;
-        let target = &account.target;
-        let state = &entry.state;
-        let last = state.last();
-        let verdict = last.map(|l| &l.verdict);
-        AccountView {
-            group: account.group.clone(),
-            account: account.name.clone(),
-            protocol: target.protocol,
-            server: target.server(),
-            tls: target.tls.mode,
-            auth_mode: auth_mode_label(target),
-            interval: account.interval,
-            origin: account.origin.clone(),
-            probed: last.is_some(),
-            success: state.success(),
-            method: verdict.and_then(|v| v.method),
-            last_success_method: state.last_success_method(),
-            reason: verdict.and_then(|v| v.reason),
-            detail: verdict.and_then(|v| v.detail.clone()),
-            advice: state.advice(),
-            fallback: state.fallback(),
-            cleartext: state.cleartext(),
-            backoff: state.backoff(),
-            backoff_factor: state.backoff_factor(),
-            consecutive_failures: state.consecutive_failures(),
-            last_probe: last.map(|l| l.finished),
-            last_success: state.last_success(),
-            cert_expiry: state.cert_expiry(),
-            phases: verdict.map(|v| v.phases).unwrap_or_default(),
-            transcript: verdict
-                .filter(|_| detail)
-                .map(|v| v.transcript.clone())
-                .unwrap_or_default(),
-            attempts: verdict
-                .filter(|_| detail)
-                .map(|v| v.attempts.clone())
-                .unwrap_or_default(),
-            budget_wait: None,
-        }
     }
 }
 
@@ -631,5 +540,7 @@ mod families;
 #[cfg(test)]
 mod tests;
 mod text;
+mod view;
 
 pub use exporter::{REVISION, RUST_VERSION};
+pub use view::AccountView;
