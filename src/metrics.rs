@@ -102,10 +102,10 @@ struct Entry {
     account: Arc<Account>,
     state: AccountState,
     /// `group="..",account=".."`, escaped.
-    labels: String,
+    labels: Arc<str>,
     /// `protocol="..",server="..",tls="..",auth_mode="..",source=".."` (and a VICIdial
     /// row's `email_account_name`, `user_group`), escaped.
-    info: String,
+    info: Arc<str>,
 }
 
 impl Entry {
@@ -139,13 +139,14 @@ impl Entry {
         Entry {
             account: Arc::new(account.clone()),
             state,
-            labels,
-            info,
+            labels: labels.into(),
+            info: info.into(),
         }
     }
 }
 
 /// One group's counters: they outlive the accounts that made them and go with the group.
+#[derive(Clone)]
 struct GroupStats {
     /// `group=".."`, escaped.
     labels: String,
@@ -433,16 +434,18 @@ impl Metrics {
         // Gathered before the store is locked here: the collector takes the lock itself.
         let families = self.registry.gather();
         let inner = self.read();
+        let snapshot = text::Snapshot::take(&inner);
+        let accounts = inner.accounts.len();
+        drop(inner);
         // ~11 series of ~90 bytes per account until the first exposition tells.
         let estimate = match self.last_len.load(Ordering::Relaxed) {
-            0 => 4096 + inner.accounts.len() * 1000,
+            0 => 4096 + accounts * 1000,
             last => last + last / 8,
         };
         let mut out = String::with_capacity(estimate);
         // Encoding cannot fail: every family has a name and at least one series.
         let _ = TextEncoder::new().encode_utf8(&families, &mut out);
-        text::write_accounts(&mut out, &inner);
-        drop(inner);
+        text::write_accounts(&mut out, &snapshot);
         self.last_len.store(out.len(), Ordering::Relaxed);
         out
     }

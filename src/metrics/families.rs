@@ -1,7 +1,7 @@
 //! The per-account and per-group families through the `prometheus` crate's data model: a
 //! `Collector` that reads the store at scrape time and builds one `Metric` per series.
 //!
-//! Not what `/metrics` serves: at 10,000 accounts it is several times slower and allocates
+//! Not what `/metrics` serves: at 10,000 accounts it is many times slower and allocates
 //! several times more than [`super::text`], so the exposition benchmark renders both and
 //! the exporter uses the hand-written one (see the README's metrics section for the figures).
 

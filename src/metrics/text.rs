@@ -1,5 +1,6 @@
-//! The per-account and per-group families, written as text by hand: one pass over the store
-//! into one buffer, with every account's label prefix rendered once when it is configured.
+//! The per-account and per-group families, written as text by hand: the values are copied
+//! out of the store under its lock, then written in one pass into one buffer, with every
+//! account's label prefix rendered once when it is configured.
 //!
 //! The `prometheus` crate's encoder renders the exporter-wide families; these are appended
 //! after them. Going through the crate's data model for 10,000 accounts costs a `Metric`
@@ -7,10 +8,81 @@
 //! exposition benchmark (`cargo bench --bench exposition`) measures both paths.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::{BUCKET_LABELS, Entry, Inner};
-use crate::verdict::{AttemptResult, Method, Phase, Reason, TlsMode};
+use super::{BUCKET_LABELS, Entry, GroupStats, Inner};
+use crate::verdict::{AttemptResult, Method, Phase, Phases, Reason, TlsMode};
+
+/// What the per-account and per-group families need, copied out of the store so that the
+/// text is written without holding its lock: a probe's verdict waits for the copy (a
+/// fraction of a millisecond per thousand accounts), not for the whole rendering.
+pub(super) struct Snapshot {
+    accounts: Vec<Row>,
+    groups: Vec<(GroupStats, u64, u64)>,
+}
+
+/// One account's values.
+struct Row {
+    labels: Arc<str>,
+    info: Arc<str>,
+    success: bool,
+    /// While the last probe logged in.
+    method: Option<Method>,
+    /// While the last probe failed.
+    reason: Option<Reason>,
+    consecutive_failures: u64,
+    failures: u64,
+    fallback: bool,
+    cleartext: bool,
+    backoff: bool,
+    last_probe: Option<SystemTime>,
+    last_success: Option<SystemTime>,
+    phases: Phases,
+    tls: bool,
+}
+
+impl Snapshot {
+    /// Copies `inner`'s accounts and groups; called under the store's read lock.
+    pub(super) fn take(inner: &Inner) -> Snapshot {
+        let accounts: Vec<Row> = inner.accounts.values().map(Row::new).collect();
+        // Accounts are ordered by group, so one walk counts every group's.
+        let mut walk = inner.accounts.values().peekable();
+        let mut groups = Vec::with_capacity(inner.groups.len());
+        for (group, stats) in &inner.groups {
+            let (mut total, mut authenticated) = (0u64, 0u64);
+            while let Some(e) = walk.next_if(|e| e.account.group == *group) {
+                total += 1;
+                authenticated += u64::from(e.state.success());
+            }
+            groups.push((stats.clone(), total, authenticated));
+        }
+        Snapshot { accounts, groups }
+    }
+}
+
+impl Row {
+    fn new(e: &Entry) -> Row {
+        let state = &e.state;
+        let last = state.last();
+        Row {
+            labels: Arc::clone(&e.labels),
+            info: Arc::clone(&e.info),
+            success: state.success(),
+            method: logged_in(e),
+            reason: failing(e),
+            consecutive_failures: state.consecutive_failures(),
+            failures: Reason::ALL.iter().map(|&r| state.failures(r)).sum(),
+            fallback: state.success() && state.fallback(),
+            cleartext: state.cleartext(),
+            backoff: state.backoff(),
+            last_probe: last.map(|l| l.finished),
+            last_success: state.last_success(),
+            phases: last.map(|l| l.verdict.phases).unwrap_or_default(),
+            tls: e.account.target.tls.mode != TlsMode::None,
+        }
+    }
+}
 
 /// Appends `value` escaped as the text format wants label values.
 pub(super) fn escape_label_into(out: &mut String, value: &str) {
@@ -168,8 +240,8 @@ impl<'a> Family<'a> {
 
 /// The phases `mailbox_probe_phase_seconds` reports for `e`: `tls` only where there is TLS,
 /// and never `total`, which has its own family so that a sum over phases means something.
-fn phases(e: &Entry) -> impl Iterator<Item = Phase> + '_ {
-    let tls = e.account.target.tls.mode != TlsMode::None;
+fn phases(e: &Row) -> impl Iterator<Item = Phase> + '_ {
+    let tls = e.tls;
     [Phase::Connect, Phase::Tls, Phase::Greeting, Phase::Auth]
         .into_iter()
         .filter(move |&p| p != Phase::Tls || tls)
@@ -191,8 +263,8 @@ fn logged_in(e: &Entry) -> Option<Method> {
 }
 
 /// Appends the per-account and per-group families.
-pub(super) fn write_accounts(out: &mut String, inner: &Inner) {
-    let accounts = || inner.accounts.values();
+pub(super) fn write_accounts(out: &mut String, snapshot: &Snapshot) {
+    let accounts = || snapshot.accounts.iter();
 
     let mut f = Family::new(
         out,
@@ -201,7 +273,7 @@ pub(super) fn write_accounts(out: &mut String, inner: &Inner) {
         "Whether the last probe logged in (1) or not (0; also before the first probe).",
     );
     for e in accounts() {
-        f.series(&e.labels, &[], e.state.success());
+        f.series(&e.labels, &[], e.success);
     }
 
     let mut f = Family::new(
@@ -211,7 +283,7 @@ pub(super) fn write_accounts(out: &mut String, inner: &Inner) {
         "The method the last probe logged in with; present only while it logged in.",
     );
     for e in accounts() {
-        if let Some(m) = logged_in(e) {
+        if let Some(m) = e.method {
             f.series(&e.labels, &[("method", m.as_str())], 1u64);
         }
     }
@@ -224,8 +296,8 @@ pub(super) fn write_accounts(out: &mut String, inner: &Inner) {
          the last probe failed.",
     );
     for e in accounts() {
-        if let Some(r) = failing(e) {
-            let n = e.state.consecutive_failures();
+        if let Some(r) = e.reason {
+            let n = e.consecutive_failures;
             f.series(&e.labels, &[("reason", r.as_str())], n);
         }
     }
@@ -237,8 +309,7 @@ pub(super) fn write_accounts(out: &mut String, inner: &Inner) {
         "Failed probes, all reasons (per reason: mailbox_group_failures_total).",
     );
     for e in accounts() {
-        let total: u64 = Reason::ALL.iter().map(|&r| e.state.failures(r)).sum();
-        f.series(&e.labels, &[], total);
+        f.series(&e.labels, &[], e.failures);
     }
 
     let mut f = Family::new(
@@ -250,7 +321,7 @@ pub(super) fn write_accounts(out: &mut String, inner: &Inner) {
          absent otherwise.",
     );
     for e in accounts() {
-        if e.state.success() && e.state.fallback() {
+        if e.fallback {
             f.series(&e.labels, &[], 1u64);
         }
     }
@@ -263,7 +334,7 @@ pub(super) fn write_accounts(out: &mut String, inner: &Inner) {
          absent otherwise.",
     );
     for e in accounts() {
-        if e.state.cleartext() {
+        if e.cleartext {
             f.series(&e.labels, &[], 1u64);
         }
     }
@@ -276,7 +347,7 @@ pub(super) fn write_accounts(out: &mut String, inner: &Inner) {
          absent otherwise.",
     );
     for e in accounts() {
-        if e.state.backoff() {
+        if e.backoff {
             f.series(&e.labels, &[], 1u64);
         }
     }
@@ -288,8 +359,7 @@ pub(super) fn write_accounts(out: &mut String, inner: &Inner) {
         "When the last probe finished, seconds since the epoch (0: never).",
     );
     for e in accounts() {
-        let finished = e.state.last().map(|l| l.finished);
-        f.series(&e.labels, &[], Timestamp(finished));
+        f.series(&e.labels, &[], Timestamp(e.last_probe));
     }
 
     let mut f = Family::new(
@@ -299,7 +369,7 @@ pub(super) fn write_accounts(out: &mut String, inner: &Inner) {
         "When the last successful login finished, seconds since the epoch (0: never).",
     );
     for e in accounts() {
-        f.series(&e.labels, &[], Timestamp(e.state.last_success()));
+        f.series(&e.labels, &[], Timestamp(e.last_success));
     }
 
     let mut f = Family::new(
@@ -309,8 +379,7 @@ pub(super) fn write_accounts(out: &mut String, inner: &Inner) {
         "How long the last probe took, in seconds (0 before the first).",
     );
     for e in accounts() {
-        let total = e.state.last().map(|l| l.verdict.phases.total);
-        f.series(&e.labels, &[], total.unwrap_or_default().as_secs_f64());
+        f.series(&e.labels, &[], e.phases.total.as_secs_f64());
     }
 
     let mut f = Family::new(
@@ -321,9 +390,8 @@ pub(super) fn write_accounts(out: &mut String, inner: &Inner) {
          auth); they add up to about the probe's duration.",
     );
     for e in accounts() {
-        let spent = e.state.last().map(|l| l.verdict.phases).unwrap_or_default();
         for p in phases(e) {
-            let seconds = spent.get(p).as_secs_f64();
+            let seconds = e.phases.get(p).as_secs_f64();
             f.series(&e.labels, &[("phase", p.as_str())], seconds);
         }
     }
@@ -338,22 +406,15 @@ pub(super) fn write_accounts(out: &mut String, inner: &Inner) {
         f.series_with(&e.labels, &e.info, 1u64);
     }
 
-    write_groups(out, inner);
+    write_groups(out, &snapshot.groups);
 }
 
-fn write_groups(out: &mut String, inner: &Inner) {
-    // Accounts are ordered by group, so one walk counts every group's.
-    let mut walk = inner.accounts.values().peekable();
-    let mut counts = Vec::with_capacity(inner.groups.len());
-    for group in inner.groups.keys() {
-        let (mut total, mut authenticated) = (0u64, 0u64);
-        while let Some(e) = walk.next_if(|e| e.account.group == *group) {
-            total += 1;
-            authenticated += u64::from(e.state.success());
-        }
-        counts.push((total, authenticated));
-    }
-    let groups = || inner.groups.values().zip(&counts);
+fn write_groups(out: &mut String, snapshot: &[(GroupStats, u64, u64)]) {
+    let groups = || {
+        snapshot
+            .iter()
+            .map(|(g, total, authenticated)| (g, (total, authenticated)))
+    };
 
     let mut f = Family::new(
         out,
@@ -382,7 +443,7 @@ fn write_groups(out: &mut String, inner: &Inner) {
         "Failed probes of the group's accounts, by reason; a reason appears when it first \
          happens in the group.",
     );
-    for g in inner.groups.values() {
+    for (g, _, _) in snapshot {
         for (i, &r) in Reason::ALL.iter().enumerate() {
             if g.failures[i] > 0 {
                 f.series(&g.labels, &[("reason", r.as_str())], g.failures[i]);
@@ -397,7 +458,7 @@ fn write_groups(out: &mut String, inner: &Inner) {
         "Login methods the group's accounts tried, by method and result (success, rejected, \
          error); a pair appears when it first happens in the group.",
     );
-    for g in inner.groups.values() {
+    for (g, _, _) in snapshot {
         for (i, &m) in Method::ALL.iter().enumerate() {
             for (j, &r) in AttemptResult::ALL.iter().enumerate() {
                 let n = g.attempts[i][j];
@@ -419,7 +480,7 @@ fn write_groups(out: &mut String, inner: &Inner) {
         "histogram",
         "Duration of whole probes, per group.",
     );
-    for g in inner.groups.values() {
+    for (g, _, _) in snapshot {
         f.start();
         let out = &mut *f.out;
         let mut cumulative = 0;
