@@ -69,9 +69,9 @@ pub struct LastProbe {
 ///   logs in or the account's settings change. The next probe tries those rungs only after
 ///   every other one ([`Plan::rejected`]), so the ladder reaches the rung that works within
 ///   the timeout, or on the next probe, and then goes straight to it.
-/// - **Fallback** (`mailbox_auth_fallback`) is 1 while the remembered method was reached by
-///   falling back, else 0; in particular 0 after an `auth_rejected` failure, where every rung
-///   failed and pinning a method would not help.
+/// - **Fallback** holds while the remembered method was reached by falling back; it ends
+///   with an `auth_rejected` failure, where every rung failed and pinning a method would not
+///   help. (`mailbox_auth_fallback` shows it only while the last probe also logged in.)
 /// - **Backoff.** Only rejected credentials count towards it: `auth_rejected`, and a probe
 ///   that saw a rung rejected before it failed otherwise (a timeout or hang-up mid-ladder:
 ///   those rejections were failed logins all the same). `plaintext_disallowed` and

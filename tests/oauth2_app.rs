@@ -50,7 +50,8 @@ groups:
     std::fs::write(dir.join("config.yml"), text).unwrap();
 }
 
-/// Successful logins of `account` (IMAP: OAUTHBEARER; POP3: the pinned XOAUTH2).
+/// Successful logins of `account` (IMAP: OAUTHBEARER; POP3: the pinned XOAUTH2), from its
+/// group's counter: no other account of the group uses the method.
 fn successes(s: &Samples, account: &str) -> f64 {
     let method = if account == "imap" {
         "OAUTHBEARER"
@@ -58,12 +59,8 @@ fn successes(s: &Samples, account: &str) -> f64 {
         "XOAUTH2"
     };
     s.find(
-        "mailbox_auth_attempts_total",
-        &[
-            ("account", account),
-            ("method", method),
-            ("result", "success"),
-        ],
+        "mailbox_group_auth_attempts_total",
+        &[("group", "m365"), ("method", method), ("result", "success")],
     )
     .unwrap_or(0.0)
 }
@@ -148,7 +145,7 @@ async fn the_exporter_logs_in_with_tokens_and_keeps_them_across_reloads() {
     running.reload().await.expect("the reload succeeds");
     let s = wait_for(addr, "token_unavailable after the new secret", |s| {
         s.find(
-            "mailbox_auth_failures_total",
+            "mailbox_auth_consecutive_failures",
             &[("account", "imap"), ("reason", "token_unavailable")],
         )
         .unwrap_or(0.0)
