@@ -1,24 +1,25 @@
 //! Every account's state and its Prometheus exposition: the single source of truth that probes
 //! write and scrapes and the landing page read. Scraping only encodes; it never probes.
 //!
-//! The exposition is written by hand rather than through a client library: with 10,000
-//! accounts and ~40 series each, a scrape must be one pass over the accounts into one
-//! pre-sized buffer, with every account's label prefix rendered once when it is configured.
+//! The exposition is a private `prometheus` registry (the process collector and
+//! [`exporter::ExporterCollector`] over the store) encoded by the crate's `TextEncoder`,
+//! followed by the per-account and per-group families that [`text`] writes by hand.
 
-use std::collections::{BTreeMap, HashMap};
-use std::fmt::{self, Write as _};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::budget::{FailureBudget, ServerBudget};
+use prometheus::{Registry, TextEncoder};
+
+use crate::budget::FailureBudget;
 use crate::config::{Account, Config};
 use crate::probe::Target;
 use crate::schedule::{Ledger, Plan};
 use crate::state::AccountState;
-use crate::verdict::{
-    Attempt, AttemptResult, Method, Phase, Phases, Protocol, Reason, TlsMode, Verdict,
-};
+use crate::verdict::{Attempt, AttemptResult, Method, Phases, Protocol, Reason, TlsMode, Verdict};
+use text::escape_label_into;
 
 /// Upper bounds of `mailbox_probe_duration_seconds`: a healthy login takes tens of
 /// milliseconds to a second; Dovecot's failure delays and the 30 s default timeout make the
@@ -34,16 +35,48 @@ pub const LAG_WINDOW_SECS: u64 = 60;
 
 /// The exporter's state. The rest of the code calls its `observe`-style methods.
 pub struct Metrics {
+    shared: Arc<Shared>,
+    /// The process collector and the exporter-wide families; private, so that tests and
+    /// several exporters in one process never share series.
+    registry: Registry,
+    /// The length of the last exposition, to size the next one.
+    last_len: AtomicUsize,
+}
+
+/// What the probes write and the exporter-wide collector reads.
+struct Shared {
     inner: RwLock<Inner>,
     in_flight: AtomicI64,
     lag: Mutex<LagWindow>,
     /// Where the lag window's seconds count from.
     epoch: Instant,
-    /// The length of the last exposition, to size the next one.
-    last_len: AtomicUsize,
     budget: Arc<FailureBudget>,
     /// The OAuth2 token sources, once the app has them.
-    tokens: std::sync::OnceLock<Arc<crate::oauth2::Tokens>>,
+    tokens: OnceLock<Arc<crate::oauth2::Tokens>>,
+}
+
+impl Shared {
+    // A panic elsewhere must not take scraping down with it: the data stays consistent
+    // because every update is a plain assignment under the lock.
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lag_second(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_secs()
+    }
+
+    /// `mailbox_exporter_schedule_lag_seconds`.
+    fn lag_max(&self) -> f64 {
+        self.lag
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .max(self.lag_second(Instant::now()))
+    }
 }
 
 #[derive(Default)]
@@ -53,6 +86,9 @@ struct Inner {
     /// Account name (unique in a config) to its key in `accounts`.
     keys: HashMap<String, (String, String)>,
     groups: BTreeMap<String, GroupStats>,
+    /// `host:port` to the notAfter the latest TLS probe to it saw, for the servers that
+    /// configured accounts use.
+    certs: BTreeMap<String, i64>,
     reload_ok: bool,
     reload_success: Option<SystemTime>,
     /// Each account source's state, by name.
@@ -107,14 +143,20 @@ impl Entry {
     }
 }
 
-/// `mailbox_probe_duration_seconds` of one group.
+/// One group's counters: they outlive the accounts that made them and go with the group.
 struct GroupStats {
     /// `group=".."`, escaped.
     labels: String,
-    /// Per bucket, not cumulative; the exposition adds them up.
+    /// `mailbox_probe_duration_seconds` per bucket, not cumulative; the exposition adds
+    /// them up.
     buckets: [u64; DURATION_BUCKETS.len()],
     count: u64,
     sum: f64,
+    /// `mailbox_group_failures_total`, in [`Reason::ALL`]'s order.
+    failures: [u64; Reason::ALL.len()],
+    /// `mailbox_group_auth_attempts_total`, in [`Method::ALL`] then [`AttemptResult::ALL`]
+    /// order.
+    attempts: [[u64; AttemptResult::ALL.len()]; Method::ALL.len()],
 }
 
 impl GroupStats {
@@ -127,15 +169,32 @@ impl GroupStats {
             buckets: [0; DURATION_BUCKETS.len()],
             count: 0,
             sum: 0.0,
+            failures: [0; Reason::ALL.len()],
+            attempts: [[0; AttemptResult::ALL.len()]; Method::ALL.len()],
         }
     }
 
-    fn observe(&mut self, seconds: f64) {
+    fn observe(&mut self, verdict: &Verdict) {
+        let seconds = verdict.phases.total.as_secs_f64();
         if let Some(i) = DURATION_BUCKETS.iter().position(|&le| seconds <= le) {
             self.buckets[i] += 1;
         }
         self.count += 1;
         self.sum += seconds;
+        if !verdict.success {
+            // As the account's state counts it.
+            let reason = verdict.reason.unwrap_or(Reason::Protocol);
+            if let Some(i) = Reason::ALL.iter().position(|&r| r == reason) {
+                self.failures[i] += 1;
+            }
+        }
+        for attempt in &verdict.attempts {
+            let m = Method::ALL.iter().position(|&m| m == attempt.method);
+            let r = AttemptResult::ALL.iter().position(|&r| r == attempt.result);
+            if let (Some(m), Some(r)) = (m, r) {
+                self.attempts[m][r] += 1;
+            }
+        }
     }
 }
 
@@ -273,30 +332,43 @@ fn auth_mode_label(target: &Target) -> &'static str {
 
 impl Metrics {
     pub fn new() -> Self {
-        Metrics {
+        let shared = Arc::new(Shared {
             inner: RwLock::new(Inner::default()),
             in_flight: AtomicI64::new(0),
             lag: Mutex::new(LagWindow::new()),
             epoch: Instant::now(),
-            last_len: AtomicUsize::new(0),
             budget: Arc::new(FailureBudget::new()),
-            tokens: std::sync::OnceLock::new(),
+            tokens: OnceLock::new(),
+        });
+        let registry = Registry::new();
+        let exporter = exporter::ExporterCollector::new(Arc::clone(&shared));
+        registry
+            .register(Box::new(exporter))
+            .expect("a new registry takes the exporter's families");
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("a new registry takes the process collector");
+        Metrics {
+            shared,
+            registry,
+            last_len: AtomicUsize::new(0),
         }
     }
 
     /// Shows `tokens`' sources from now on.
     pub fn use_tokens(&self, tokens: Arc<crate::oauth2::Tokens>) {
-        let _ = self.tokens.set(tokens);
+        let _ = self.shared.tokens.set(tokens);
     }
 
-    // A panic elsewhere must not take scraping down with it: the data stays consistent
-    // because every update is a plain assignment under the lock.
     fn read(&self) -> RwLockReadGuard<'_, Inner> {
-        self.inner.read().unwrap_or_else(PoisonError::into_inner)
+        self.shared.read()
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, Inner> {
-        self.inner.write().unwrap_or_else(PoisonError::into_inner)
+        self.shared.write()
     }
 
     /// Makes the set of accounts match `config`. Accounts are identified by name: an
@@ -342,9 +414,11 @@ impl Metrics {
                 inner.groups.insert(account.group.clone(), stats);
             }
         }
+        let servers: HashSet<String> = config.accounts().map(|a| a.target.server()).collect();
+        inner.certs.retain(|server, _| servers.contains(server));
         let removed = old_accounts.len();
         drop(inner);
-        self.budget.configure(
+        self.shared.budget.configure(
             config.failure_budget,
             config.accounts().map(|account| &account.target),
         );
@@ -384,7 +458,7 @@ impl Metrics {
 
     /// Every configured account, by group then name, without transcripts and attempts.
     pub fn accounts(&self) -> Vec<AccountView> {
-        let mut waiting = self.budget.waiting();
+        let mut waiting = self.shared.budget.waiting();
         self.read()
             .accounts
             .values()
@@ -405,13 +479,13 @@ impl Metrics {
             .get(key)
             .map(|entry| AccountView::new(entry, true))?;
         drop(inner);
-        view.budget_wait = self.budget.waiting_for(name);
+        view.budget_wait = self.shared.budget.waiting_for(name);
         Some(view)
     }
 
     /// The failed-login budgets the scheduler keeps probes within.
     pub fn budget(&self) -> &Arc<FailureBudget> {
-        &self.budget
+        &self.shared.budget
     }
 
     /// The last configuration (re)load succeeded.
@@ -419,33 +493,21 @@ impl Metrics {
         self.read().reload_ok
     }
 
-    fn lag_second(&self, now: Instant) -> u64 {
-        now.saturating_duration_since(self.epoch).as_secs()
-    }
-
     /// The Prometheus text exposition (format 0.0.4).
     pub fn render(&self) -> String {
-        let lag = self
-            .lag
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .max(self.lag_second(Instant::now()));
-        let in_flight = self.in_flight.load(Ordering::Relaxed);
-        let budgets = self.budget.servers();
+        // Gathered before the store is locked here: the collector takes the lock itself.
+        let families = self.registry.gather();
         let inner = self.read();
-        // ~40 series of ~90 bytes per account until the first exposition tells.
+        // ~11 series of ~90 bytes per account until the first exposition tells.
         let estimate = match self.last_len.load(Ordering::Relaxed) {
-            0 => 4096 + inner.accounts.len() * 3600,
+            0 => 4096 + inner.accounts.len() * 1000,
             last => last + last / 8,
         };
         let mut out = String::with_capacity(estimate);
-        // Writing to a String cannot fail.
-        let _ = write_exposition(&mut out, &inner, in_flight, lag);
-        let _ = write_budgets(&mut out, &budgets);
+        // Encoding cannot fail: every family has a name and at least one series.
+        let _ = TextEncoder::new().encode_utf8(&families, &mut out);
+        text::write_accounts(&mut out, &inner);
         drop(inner);
-        if let Some(tokens) = self.tokens.get() {
-            let _ = oauth2::write_tokens(&mut out, &tokens.stats());
-        }
         self.last_len.store(out.len(), Ordering::Relaxed);
         out
     }
@@ -472,6 +534,7 @@ impl Ledger for Metrics {
     /// says nothing about the account as configured now.
     fn record(&self, account: &Account, verdict: Verdict, finished: SystemTime) {
         let total = verdict.phases.total;
+        let cert_expiry = verdict.cert_expiry;
         let success = verdict.success;
         let method = verdict.method.map_or("none", Method::as_str);
         let reason = verdict.reason.map_or("none", Reason::as_str);
@@ -493,9 +556,12 @@ impl Ledger for Metrics {
         };
         let mut verdict = verdict;
         verdict.advice = account.advise(verdict.advice.take());
-        let changes = entry.state.observe(verdict, finished);
         if let Some(stats) = inner.groups.get_mut(&account.group) {
-            stats.observe(total.as_secs_f64());
+            stats.observe(&verdict);
+        }
+        let changes = entry.state.observe(verdict, finished);
+        if let Some(expiry) = cert_expiry {
+            inner.certs.insert(account.target.server(), expiry);
         }
         drop(guard);
         tracing::debug!(
@@ -513,508 +579,30 @@ impl Ledger for Metrics {
     }
 
     fn probe_started(&self) {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
     }
 
     fn probe_finished(&self) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
     fn failure_budget(&self) -> Option<Arc<FailureBudget>> {
-        Some(Arc::clone(&self.budget))
+        Some(Arc::clone(&self.shared.budget))
     }
 
     fn schedule_lag(&self, lag: Duration) {
-        let second = self.lag_second(Instant::now());
-        self.lag
+        let second = self.shared.lag_second(Instant::now());
+        self.shared
+            .lag
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .report(second, lag.as_secs_f64());
     }
 }
 
-/// Appends `value` escaped as the text format wants label values.
-fn escape_label_into(out: &mut String, value: &str) {
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-}
-
-/// A sample value, appended without going through `fmt` for the common integer case: a
-/// scrape writes hundreds of thousands of them.
-trait Sample {
-    fn write_to(&self, out: &mut String);
-}
-
-impl Sample for u64 {
-    fn write_to(&self, out: &mut String) {
-        let mut digits = [0u8; 20];
-        let mut n = *self;
-        let mut i = digits.len();
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        for &d in &digits[i..] {
-            out.push(char::from(d));
-        }
-    }
-}
-
-impl Sample for bool {
-    fn write_to(&self, out: &mut String) {
-        out.push(if *self { '1' } else { '0' });
-    }
-}
-
-impl Sample for i64 {
-    fn write_to(&self, out: &mut String) {
-        if *self < 0 {
-            out.push('-');
-        }
-        self.unsigned_abs().write_to(out);
-    }
-}
-
-impl Sample for f64 {
-    fn write_to(&self, out: &mut String) {
-        if self.fract() == 0.0 && self.abs() < 1e15 {
-            // Whole values (every phase before the first probe, say) skip float formatting.
-            (*self as i64).write_to(out);
-        } else {
-            // `Display` for f64 never uses an exponent and prints the shortest exact form.
-            let _ = write!(out, "{self}");
-        }
-    }
-}
-
-/// Seconds since the epoch, millisecond precision; 0 for "never".
-struct Timestamp(Option<SystemTime>);
-
-impl Sample for Timestamp {
-    fn write_to(&self, out: &mut String) {
-        let since = self
-            .0
-            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-            .unwrap_or_default();
-        since.as_secs().write_to(out);
-        let ms = since.subsec_millis();
-        if ms != 0 {
-            let _ = write!(out, ".{ms:03}");
-        }
-    }
-}
-
-fn header(out: &mut String, name: &str, kind: &str, help: &str) -> fmt::Result {
-    writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}")
-}
-
-/// `name value`.
-fn unlabelled(out: &mut String, name: &str, value: impl Sample) {
-    out.push_str(name);
-    out.push(' ');
-    value.write_to(out);
-    out.push('\n');
-}
-
-/// `name{labels,key="label",...} value`; the extra labels are fixed enum strings, never
-/// free text.
-fn series(out: &mut String, name: &str, labels: &str, extra: &[(&str, &str)], value: impl Sample) {
-    out.push_str(name);
-    out.push('{');
-    out.push_str(labels);
-    for (key, label) in extra {
-        out.push(',');
-        out.push_str(key);
-        out.push_str("=\"");
-        out.push_str(label);
-        out.push('"');
-    }
-    out.push_str("} ");
-    value.write_to(out);
-    out.push('\n');
-}
-
-fn write_exposition(out: &mut String, inner: &Inner, in_flight: i64, lag: f64) -> fmt::Result {
-    let accounts = || inner.accounts.values();
-
-    let name = "mailbox_auth_success";
-    header(
-        out,
-        name,
-        "gauge",
-        "Whether the last probe logged in (1) or not (0).",
-    )?;
-    for e in accounts() {
-        series(out, name, &e.labels, &[], e.state.success());
-    }
-
-    let name = "mailbox_auth_method";
-    header(
-        out,
-        name,
-        "gauge",
-        "1 for the method of the last successful login, 0 for the account's other methods.",
-    )?;
-    for e in accounts() {
-        let current = e.state.last_success_method();
-        for &m in e.account.target.methods() {
-            series(
-                out,
-                name,
-                &e.labels,
-                &[("method", m.as_str())],
-                current == Some(m),
-            );
-        }
-    }
-
-    let name = "mailbox_auth_attempts_total";
-    header(
-        out,
-        name,
-        "counter",
-        "Login methods tried, by method and result (success, rejected, error).",
-    )?;
-    for e in accounts() {
-        for &m in e.account.target.methods() {
-            for r in AttemptResult::ALL {
-                let labels = [("method", m.as_str()), ("result", r.as_str())];
-                series(out, name, &e.labels, &labels, e.state.attempts(m, r));
-            }
-        }
-    }
-
-    let name = "mailbox_auth_failures_total";
-    header(out, name, "counter", "Failed probes, by reason.")?;
-    for e in accounts() {
-        // Only the reasons this kind of login can fail with: a password account cannot fail
-        // with a token reason, an OAuth2 account not with auth_rejected.
-        for &r in Reason::for_login(e.account.target.oauth2.is_some()) {
-            series(
-                out,
-                name,
-                &e.labels,
-                &[("reason", r.as_str())],
-                e.state.failures(r),
-            );
-        }
-    }
-
-    let name = "mailbox_auth_consecutive_failures";
-    header(
-        out,
-        name,
-        "gauge",
-        "Probes that failed in a row, up to now.",
-    )?;
-    for e in accounts() {
-        series(out, name, &e.labels, &[], e.state.consecutive_failures());
-    }
-
-    let name = "mailbox_auth_fallback";
-    header(
-        out,
-        name,
-        "gauge",
-        "1 while the login works only with a method reached after an advertised method was \
-         rejected: pin the auth mode (POP3) or fix the server's mechanism list (IMAP).",
-    )?;
-    for e in accounts() {
-        series(out, name, &e.labels, &[], e.state.fallback());
-    }
-
-    let name = "mailbox_auth_cleartext";
-    header(
-        out,
-        name,
-        "gauge",
-        "1 when the last probe sent the password unencrypted, whatever the outcome.",
-    )?;
-    for e in accounts() {
-        series(out, name, &e.labels, &[], e.state.cleartext());
-    }
-
-    let name = "mailbox_probe_phase_seconds";
-    header(
-        out,
-        name,
-        "gauge",
-        "Time the last probe spent per phase (connect, tls, greeting, auth, total).",
-    )?;
-    for e in accounts() {
-        let phases = e.state.last().map(|l| l.verdict.phases).unwrap_or_default();
-        for p in Phase::ALL {
-            series(
-                out,
-                name,
-                &e.labels,
-                &[("phase", p.as_str())],
-                phases.get(p).as_secs_f64(),
-            );
-        }
-    }
-
-    let name = "mailbox_probe_duration_seconds";
-    header(
-        out,
-        name,
-        "histogram",
-        "Duration of whole probes, per group.",
-    )?;
-    for g in inner.groups.values() {
-        let mut cumulative = 0;
-        for (i, le) in BUCKET_LABELS.iter().enumerate() {
-            cumulative = match g.buckets.get(i) {
-                Some(n) => cumulative + n,
-                None => g.count,
-            };
-            writeln!(
-                out,
-                "{name}_bucket{{{},le=\"{le}\"}} {cumulative}",
-                g.labels
-            )?;
-        }
-        writeln!(out, "{name}_sum{{{}}} {}", g.labels, g.sum)?;
-        writeln!(out, "{name}_count{{{}}} {}", g.labels, g.count)?;
-    }
-
-    let name = "mailbox_last_success_timestamp_seconds";
-    header(
-        out,
-        name,
-        "gauge",
-        "When the last successful login finished, seconds since the epoch (0: never).",
-    )?;
-    for e in accounts() {
-        series(out, name, &e.labels, &[], Timestamp(e.state.last_success()));
-    }
-
-    let name = "mailbox_last_probe_timestamp_seconds";
-    header(
-        out,
-        name,
-        "gauge",
-        "When the last probe finished, seconds since the epoch (0: never).",
-    )?;
-    for e in accounts() {
-        let finished = e.state.last().map(|l| l.finished);
-        series(out, name, &e.labels, &[], Timestamp(finished));
-    }
-
-    let name = "mailbox_tls_cert_expiry_timestamp_seconds";
-    header(
-        out,
-        name,
-        "gauge",
-        "When the server's TLS certificate expires, seconds since the epoch; absent until a \
-         TLS handshake reported it.",
-    )?;
-    for e in accounts() {
-        if let Some(expiry) = e.state.cert_expiry() {
-            series(out, name, &e.labels, &[], expiry);
-        }
-    }
-
-    let name = "mailbox_probe_backoff";
-    header(
-        out,
-        name,
-        "gauge",
-        "1 while probing of this account is slowed down after repeated credential rejections.",
-    )?;
-    for e in accounts() {
-        series(out, name, &e.labels, &[], e.state.backoff());
-    }
-
-    let name = "mailbox_account_info";
-    header(
-        out,
-        name,
-        "gauge",
-        "The account's settings, as labels; always 1.",
-    )?;
-    for e in accounts() {
-        writeln!(out, "{name}{{{},{}}} 1", e.labels, e.info)?;
-    }
-
-    // Accounts are ordered by group, so one walk counts every group's.
-    let mut walk = accounts().peekable();
-    let mut counts = Vec::with_capacity(inner.groups.len());
-    for group in inner.groups.keys() {
-        let (mut total, mut authenticated) = (0u64, 0u64);
-        while let Some(e) = walk.next_if(|e| e.account.group == *group) {
-            total += 1;
-            authenticated += u64::from(e.state.success());
-        }
-        counts.push((total, authenticated));
-    }
-
-    let name = "mailbox_group_accounts";
-    header(out, name, "gauge", "Accounts configured in the group.")?;
-    for (g, (total, _)) in inner.groups.values().zip(&counts) {
-        series(out, name, &g.labels, &[], *total);
-    }
-
-    let name = "mailbox_group_accounts_authenticated";
-    header(
-        out,
-        name,
-        "gauge",
-        "Accounts of the group whose last probe logged in.",
-    )?;
-    for (g, (_, authenticated)) in inner.groups.values().zip(&counts) {
-        series(out, name, &g.labels, &[], *authenticated);
-    }
-
-    let name = "mailbox_exporter_build_info";
-    header(out, name, "gauge", "The exporter's version; always 1.")?;
-    writeln!(out, "{name}{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))?;
-
-    let name = "mailbox_exporter_config_last_reload_successful";
-    header(
-        out,
-        name,
-        "gauge",
-        "Whether the last configuration (re)load succeeded.",
-    )?;
-    unlabelled(out, name, inner.reload_ok);
-
-    let name = "mailbox_exporter_config_last_reload_success_timestamp_seconds";
-    header(
-        out,
-        name,
-        "gauge",
-        "When the configuration was last loaded successfully, seconds since the epoch.",
-    )?;
-    unlabelled(out, name, Timestamp(inner.reload_success));
-
-    write_sources(out, &inner.sources)?;
-
-    let name = "mailbox_exporter_probes_in_flight";
-    header(out, name, "gauge", "Probes running now.")?;
-    unlabelled(out, name, in_flight);
-
-    let name = "mailbox_exporter_schedule_lag_seconds";
-    header(
-        out,
-        name,
-        "gauge",
-        "The largest delay of a probe start behind its schedule over the last minute; \
-         growing values mean the pool cannot keep up.",
-    )?;
-    unlabelled(out, name, lag);
-    Ok(())
-}
-
-/// The account source families; none without sources.
-fn write_sources(
-    out: &mut String,
-    sources: &BTreeMap<String, crate::source::Status>,
-) -> fmt::Result {
-    if sources.is_empty() {
-        return Ok(());
-    }
-    let labels: Vec<String> = sources
-        .keys()
-        .map(|name| {
-            let mut labels = String::from("source=\"");
-            escape_label_into(&mut labels, name);
-            labels.push('"');
-            labels
-        })
-        .collect();
-    let name = "mailbox_exporter_source_up";
-    header(
-        out,
-        name,
-        "gauge",
-        "Whether the last read of the account source succeeded; while 0 its last accounts \
-         stay in force.",
-    )?;
-    for (l, s) in labels.iter().zip(sources.values()) {
-        series(out, name, l, &[], s.up);
-    }
-    let name = "mailbox_exporter_source_accounts";
-    header(
-        out,
-        name,
-        "gauge",
-        "Accounts in force from the source: those of its last successful read.",
-    )?;
-    for (l, s) in labels.iter().zip(sources.values()) {
-        series(out, name, l, &[], s.accounts as u64);
-    }
-    let name = "mailbox_exporter_source_skipped_rows";
-    header(
-        out,
-        name,
-        "gauge",
-        "Rows the source's last successful read skipped for an unusable value (the log \
-         names each).",
-    )?;
-    for (l, s) in labels.iter().zip(sources.values()) {
-        series(out, name, l, &[], s.skipped as u64);
-    }
-    let name = "mailbox_exporter_source_last_success_timestamp_seconds";
-    header(
-        out,
-        name,
-        "gauge",
-        "When the source was last read successfully, seconds since the epoch; 0 before.",
-    )?;
-    for (l, s) in labels.iter().zip(sources.values()) {
-        series(out, name, l, &[], Timestamp(s.last_success));
-    }
-    Ok(())
-}
-
-/// The per-server failed-login budget families; none while the budget is off.
-fn write_budgets(out: &mut String, budgets: &[ServerBudget]) -> fmt::Result {
-    if budgets.is_empty() {
-        return Ok(());
-    }
-    let mut family = |name: &str, kind: &str, help: &str, value: &dyn Fn(&ServerBudget) -> u64| {
-        header(out, name, kind, help)?;
-        for b in budgets {
-            let mut labels = String::from("server=\"");
-            escape_label_into(&mut labels, &b.server);
-            labels.push('"');
-            series(out, name, &labels, &[], value(b));
-        }
-        Ok::<(), fmt::Error>(())
-    };
-    family(
-        "mailbox_exporter_server_failure_budget_remaining",
-        "gauge",
-        "Failed logins the server's budget still allows within its window, after what probes \
-         under way have reserved.",
-        &|b| u64::from(b.remaining),
-    )?;
-    family(
-        "mailbox_exporter_server_failure_budget_waiting_probes",
-        "gauge",
-        "Probes waiting for room in the server's failed-login budget.",
-        &|b| u64::from(b.waiting),
-    )?;
-    family(
-        "mailbox_exporter_server_failed_logins_total",
-        "counter",
-        "Failed logins charged to the server's budget: rejected or unanswered methods, and \
-         probes that ended without a login after one.",
-        &|b| b.charged,
-    )
-}
-
-mod oauth2;
+mod exporter;
 #[cfg(test)]
 mod tests;
+mod text;
+
+pub use exporter::{REVISION, RUST_VERSION};
