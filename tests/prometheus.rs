@@ -1,8 +1,9 @@
 //! The shipped Prometheus rules and Grafana dashboards, against the real Prometheus: promtool's
 //! checks and unit tests, then the exporter probing simulated servers and scraped by a real
-//! Prometheus, where every dashboard query and rule must return data, the group alert must
-//! fire and resolve within what its rule promises, and the account source alert fires for a
-//! VICIdial database that does not answer.
+//! Prometheus, where every dashboard query and rule must return data, the account alerts fire
+//! with the labels they take from series that exist only while true (the failing reason, the
+//! fallback's method), the group alert must fire and resolve within what its rule promises,
+//! and the account source alert fires for a VICIdial database that does not answer.
 
 mod support;
 
@@ -239,6 +240,59 @@ async fn dashboards_and_rules_work_against_real_prometheus() {
     // Within: the rule's `for:`, a probe, a scrape, two evaluations (the recording rule, then
     // the alert), and slack.
     let promised = TEST_FOR + PROBE_INTERVAL + SCRAPE_INTERVAL * 3 + MARGIN;
+
+    // The account alerts join series that exist only while true: each fires once, for the
+    // account it is about, with the label it promises.
+    let expected = [
+        (
+            "MailboxAccountAuthFailing",
+            "billing-wrong-password",
+            "reason",
+            "auth_rejected",
+        ),
+        (
+            "MailboxAccountAuthFailing",
+            "billing-dead",
+            "reason",
+            "connect",
+        ),
+        ("MailboxAuthFallback", "support-apop-trap", "method", "PASS"),
+        ("MailboxAuthCleartext", "billing-cleartext", "tls", "none"),
+    ];
+    eventually("the account alerts fire", promised, || async {
+        let alerts = prometheus.alerts().await;
+        let mut problems = Vec::new();
+        for (name, account, label, want) in expected {
+            let fired: Vec<&Value> = alerts
+                .iter()
+                .filter(|a| {
+                    a["labels"]["alertname"] == name
+                        && a["labels"]["account"] == account
+                        && a["state"] == "firing"
+                })
+                .collect();
+            match fired.as_slice() {
+                [alert] if alert["labels"][label] == want => {}
+                _ => problems.push(format!("{name} of {account}, {label} {want}: {fired:?}")),
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("\n"))
+        }
+    })
+    .await;
+    let alerts = prometheus.alerts().await;
+    for account in ["support-imap", "frontdesk-1", "m365-imap"] {
+        assert!(
+            !alerts.iter().any(|a| {
+                a["labels"]["alertname"] == "MailboxAccountAuthFailing"
+                    && a["labels"]["account"] == account
+            }),
+            "{account} logs in but MailboxAccountAuthFailing is pending or firing"
+        );
+    }
 
     // Nothing answers on the VICIdial database's port: the source is down from its first
     // read, and the alert says that none of its accounts is probed.
