@@ -315,6 +315,13 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn invalid_utf8_is_replaced_not_refused() {
+        let mut c = conn(b"+OK caf\xe9 \xff\r\n+OK next\r\n");
+        assert_eq!(c.read_line().await.unwrap(), "+OK caf\u{fffd} \u{fffd}");
+        assert_eq!(c.read_line().await.unwrap(), "+OK next");
+    }
+
+    #[tokio::test]
     async fn caps_line_length() {
         let long: &'static [u8] = Box::leak(vec![b'a'; 100_000].into_boxed_slice());
         let mut c = conn(long).with_max_line(1024);
