@@ -35,6 +35,8 @@ const PASSWORD: &str = "bench-password-1";
 /// The uid Dovecot's mail processes run as when the bench runs as root (Dovecot refuses uids
 /// below 500 there; 65534 is "nobody" everywhere).
 const MAIL_UID: u32 = 65534;
+/// How long a smoke-run window may wait for its first login.
+const SMOKE_LOGIN_DEADLINE: Duration = Duration::from_secs(30);
 /// How long a peer may take to come up.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -46,6 +48,8 @@ struct Settings {
     /// Before each window: lets the exporter reach its steady state.
     warmup: Duration,
     window: Duration,
+    /// Smoke run: a window lasts until a login is counted (up to [`SMOKE_LOGIN_DEADLINE`]).
+    wait_for_a_login: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,12 +122,14 @@ fn main() {
             rate: 200,
             warmup: Duration::from_secs(4),
             window: Duration::from_secs(20),
+            wait_for_a_login: false,
         }
     } else {
         Settings {
             rate: 10,
             warmup: Duration::from_millis(1500),
             window: Duration::from_secs(1),
+            wait_for_a_login: true,
         }
     };
     println!("== mailbox_exporter vs blackbox_exporter, CPU per 1,000 successful logins ==");
@@ -219,7 +225,7 @@ fn measure_ours(dovecot: &Dovecot, kind: Kind, settings: &Settings) -> Sample {
     let mut child = Running(child);
     wait_for_port(listen, &mut child.0, "mailbox_exporter");
     thread::sleep(settings.warmup);
-    let sample = window(dovecot, kind, child.0.id(), settings.window);
+    let sample = window(dovecot, kind, child.0.id(), settings);
     drop(child);
     sample
 }
@@ -281,7 +287,7 @@ fn measure_blackbox(binary: &Path, dovecot: &Dovecot, kind: Kind, settings: &Set
         .collect();
     let driver = Driver::start(listen, modules, dovecot.addr(kind), settings.rate);
     thread::sleep(settings.warmup);
-    let sample = window(dovecot, kind, child.0.id(), settings.window);
+    let sample = window(dovecot, kind, child.0.id(), settings);
     let (ok, failed, failed_seconds) = driver.stop();
     if failed > 0 {
         println!(
@@ -296,12 +302,21 @@ fn measure_blackbox(binary: &Path, dovecot: &Dovecot, kind: Kind, settings: &Set
     sample
 }
 
-/// Measures one window: the process's CPU and Dovecot's logins of this kind in it.
-fn window(dovecot: &Dovecot, kind: Kind, pid: u32, length: Duration) -> Sample {
+/// Measures one window: the process's CPU and Dovecot's logins of this kind in it. The window
+/// lasts `settings.window`, and in the smoke run longer if need be, until a login is counted
+/// (a slow debug build on a busy machine may need a while for its first).
+fn window(dovecot: &Dovecot, kind: Kind, pid: u32, settings: &Settings) -> Sample {
     let log_start = dovecot.log_len();
     let cpu_start = cpu_seconds(pid);
     let start = Instant::now();
-    thread::sleep(length);
+    thread::sleep(settings.window);
+    let deadline = start + SMOKE_LOGIN_DEADLINE;
+    while settings.wait_for_a_login
+        && dovecot.logins(kind, log_start, dovecot.log_len()) == 0
+        && Instant::now() < deadline
+    {
+        thread::sleep(Duration::from_millis(100));
+    }
     let cpu = cpu_seconds(pid) - cpu_start;
     let seconds = start.elapsed().as_secs_f64();
     let log_end = dovecot.log_len();
