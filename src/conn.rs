@@ -4,6 +4,7 @@
 
 use std::io;
 
+use bytes::BufMut as _;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::transcript::Transcript;
@@ -97,20 +98,13 @@ impl LineBuffer {
         Ok(Some(self.buf.drain(..n).collect()))
     }
 
-    /// Reads once more; false at the end of the stream.
+    /// Reads once more; false at the end of the stream. The read goes into the buffer's spare
+    /// capacity: nothing is zeroed first, and the buffer grows only when a line does not fit.
     async fn fill<R: AsyncRead + Unpin>(&mut self, stream: &mut R) -> io::Result<bool> {
-        let old = self.buf.len();
-        self.buf.resize(old + READ_CHUNK, 0);
-        match stream.read(&mut self.buf[old..]).await {
-            Ok(n) => {
-                self.buf.truncate(old + n);
-                Ok(n > 0)
-            }
-            Err(e) => {
-                self.buf.truncate(old);
-                Err(e)
-            }
-        }
+        self.buf.reserve(READ_CHUNK);
+        let mut chunk = (&mut self.buf).limit(READ_CHUNK);
+        let n = stream.read_buf(&mut chunk).await?;
+        Ok(n > 0)
     }
 
     fn too_long(&self) -> ConnError {
@@ -169,7 +163,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     async fn read_raw_line(&mut self) -> Result<String, ConnError> {
         match self.lines.read_line(&mut self.stream).await? {
-            Some(line) => Ok(String::from_utf8_lossy(&line).into_owned()),
+            // Valid UTF-8 (nearly every line) becomes the String without a copy.
+            Some(line) => Ok(String::from_utf8(line)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())),
             None => Err(ConnError::Closed),
         }
     }
@@ -316,6 +312,13 @@ mod tests {
         assert_eq!(c.read_line().await.unwrap(), "+OK hello");
         assert_eq!(c.read_line().await.unwrap(), "-ERR no");
         assert!(matches!(c.read_line().await, Err(ConnError::Closed)));
+    }
+
+    #[tokio::test]
+    async fn invalid_utf8_is_replaced_not_refused() {
+        let mut c = conn(b"+OK caf\xe9 \xff\r\n+OK next\r\n");
+        assert_eq!(c.read_line().await.unwrap(), "+OK caf\u{fffd} \u{fffd}");
+        assert_eq!(c.read_line().await.unwrap(), "+OK next");
     }
 
     #[tokio::test]

@@ -121,16 +121,25 @@ impl Transcript {
             self.dropped += 1;
             return;
         }
-        let clean = self.scrub(&line);
-        self.lines.push(shorten(&clean));
+        let clean = self.scrub_owned(line);
+        self.lines.push(shorten(clean));
     }
 
     /// Removes every known secret from `text`; used for error details too.
     pub fn scrub(&self, text: &str) -> String {
-        let mut out: String = text
-            .chars()
-            .map(|c| if c.is_control() { '\u{fffd}' } else { c })
-            .collect();
+        self.scrub_owned(text.to_owned())
+    }
+
+    /// [`Self::scrub`] reusing `text`'s allocation when there is nothing to replace, which is
+    /// every line of a healthy probe.
+    fn scrub_owned(&self, text: String) -> String {
+        let mut out = if text.chars().any(char::is_control) {
+            text.chars()
+                .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+                .collect()
+        } else {
+            text
+        };
         for secret in &self.secrets {
             out = if secret.any_case {
                 replace_any_case(&out, &secret.text)
@@ -172,9 +181,9 @@ fn replace_any_case(text: &str, needle: &str) -> String {
     out
 }
 
-fn shorten(line: &str) -> String {
+fn shorten(line: String) -> String {
     if line.len() <= MAX_SHOWN_LINE {
-        return line.to_string();
+        return line;
     }
     let mut end = MAX_SHOWN_LINE;
     while !line.is_char_boundary(end) {
