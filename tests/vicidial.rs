@@ -15,7 +15,7 @@ use mailbox_exporter::sim::{Behavior, SimServer, SimSpec};
 use mailbox_exporter::verdict::{Protocol, TlsMode};
 use site::{
     Exporter, Site, assert_no_secret, has_series, info_labels, run, set, source, source_errors,
-    successes, sum, unescape,
+    sum, unescape,
 };
 use support::{Dovecot, Flavor, Row};
 
@@ -54,7 +54,8 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
 }
 
-/// Successes of `account` as scraped, checked never to go down: its state is kept.
+/// Successes of `account`, with its state checked to be kept: the last-success time it
+/// shows never goes back (a reset account shows 0).
 struct Counter<'a> {
     account: &'a str,
     last: Cell<f64>,
@@ -68,17 +69,20 @@ impl Counter<'_> {
         }
     }
 
-    /// The successes now; panics if fewer than last seen.
-    fn read(&self, s: &support::http::Samples) -> f64 {
-        let now = successes(s, self.account);
+    /// The successes so far; panics if the scrape shows the account's state reset.
+    fn read(&self, exporter: &Exporter, s: &support::http::Samples) -> f64 {
+        let labels = [("account", self.account)];
+        let now = s
+            .find("mailbox_last_success_timestamp_seconds", &labels)
+            .unwrap_or(0.0);
         assert!(
             now >= self.last.get(),
-            "the successes of {} went from {} down to {now}: its state was reset",
+            "the last success of {} went from {} back to {now}: its state was reset",
             self.account,
             self.last.get()
         );
         self.last.set(now);
-        now
+        exporter.successes(self.account)
     }
 }
 
@@ -213,9 +217,11 @@ async fn realistic_rows_are_probed_when_active_inbound_pop3_or_imap_and_broken_o
     // The row checked every 5 minutes by VICIdial is not probed every second: by the time a
     // 1 s row has logged in three times, it has had at most its first probe.
     let s = exporter
-        .wait("three probes of a 1 s row", |s| successes(s, "1001") >= 3.0)
+        .wait("three probes of a 1 s row", |_| {
+            exporter.successes("1001") >= 3.0
+        })
         .await;
-    assert!(successes(&s, "1006") <= 1.0, "{}", s.text);
+    assert!(exporter.successes("1006") <= 1.0, "{}", s.text);
     let skipped = exporter.logged("row skipped: email_account_server is empty");
     assert_eq!(skipped.len(), 1, "{}", exporter.log());
     assert_eq!(skipped[0]["fields"]["row"], "3001");
@@ -307,9 +313,10 @@ async fn real_dovecot_rows_log_in_and_the_trap_is_advised_in_vicidial_terms() {
                 && s.find("mailbox_auth_fallback", &[("account", "5002")]) == Some(1.0)
         })
         .await;
+    // The fallback series exists only while 1.
     assert_eq!(
         s.find("mailbox_auth_fallback", &[("account", "5001")]),
-        Some(0.0)
+        None
     );
     let labels = [("account", "5002"), ("method", "PASS")];
     assert_eq!(s.find("mailbox_auth_method", &labels), Some(1.0));
@@ -356,15 +363,15 @@ async fn rows_inserted_changed_and_removed_while_running_are_followed() {
     let kept = Counter::new("6001");
     exporter
         .wait("both rows logged in", |s| {
-            kept.read(s) >= 1.0 && successes(s, "6002") >= 1.0
+            kept.read(&exporter, s) >= 1.0 && exporter.successes("6002") >= 1.0
         })
         .await;
 
     site.db.insert_row(&row("6003", "POP3", "BILLING", &at));
     let s = exporter
         .wait("the inserted row logged in", |s| {
-            kept.read(s);
-            successes(s, "6003") >= 1.0
+            kept.read(&exporter, s);
+            exporter.successes("6003") >= 1.0
         })
         .await;
     assert_eq!(info_labels(&s, "group"), set(&["BILLING", "SUPPORT"]));
@@ -375,9 +382,9 @@ async fn rows_inserted_changed_and_removed_while_running_are_followed() {
     site.db.replace_row(&changed);
     exporter
         .wait("the changed password rejected", |s| {
-            kept.read(s);
+            kept.read(&exporter, s);
             let labels = [("account", "6002"), ("reason", "auth_rejected")];
-            s.find("mailbox_auth_failures_total", &labels) >= Some(1.0)
+            s.find("mailbox_auth_consecutive_failures", &labels) >= Some(1.0)
                 && s.find("mailbox_auth_success", &[("account", "6002")]) == Some(0.0)
         })
         .await;
@@ -387,17 +394,17 @@ async fn rows_inserted_changed_and_removed_while_running_are_followed() {
     site.db.delete_row("6002");
     let s = exporter
         .wait("the deactivated and the deleted rows gone", |s| {
-            kept.read(s);
+            kept.read(&exporter, s);
             !has_series(s, "6002") && !has_series(s, "6003")
         })
         .await;
     assert_eq!(info_labels(&s, "account"), set(&["6001"]));
     assert_eq!(info_labels(&s, "group"), set(&["SUPPORT"]));
     assert_eq!(source(&s, "accounts"), Some(1.0));
-    let before = kept.read(&s);
+    let before = kept.read(&exporter, &s);
     exporter
         .wait("the untouched row still probed", |s| {
-            kept.read(s) >= before + 2.0
+            kept.read(&exporter, s) >= before + 2.0
         })
         .await;
     assert_no_secret("the log", &exporter.log(), &["Changed-Wrong-6002"]);
@@ -418,18 +425,20 @@ async fn a_stopped_database_keeps_the_accounts_probed_and_is_followed_again_once
     let kept = Counter::new("7001");
     exporter
         .wait("both rows logged in", |s| {
-            source(s, "up") == Some(1.0) && kept.read(s) >= 1.0 && successes(s, "7002") >= 1.0
+            source(s, "up") == Some(1.0)
+                && kept.read(&exporter, s) >= 1.0
+                && exporter.successes("7002") >= 1.0
         })
         .await;
 
     blocking(|| site.db.stop());
     let s = exporter
         .wait("the source down", |s| {
-            kept.read(s);
+            kept.read(&exporter, s);
             source(s, "up") == Some(0.0)
         })
         .await;
-    let down = kept.read(&s);
+    let down = kept.read(&exporter, &s);
     let last_success = sum(
         &s,
         "mailbox_exporter_source_last_success_timestamp_seconds",
@@ -438,7 +447,7 @@ async fn a_stopped_database_keeps_the_accounts_probed_and_is_followed_again_once
     // Three more probes a second apart: three more reads a second apart failed meanwhile.
     let s = exporter
         .wait("probes going on while the database is down", |s| {
-            kept.read(s) >= down + 3.0 && successes(s, "7002") >= 1.0
+            kept.read(&exporter, s) >= down + 3.0 && exporter.successes("7002") >= 1.0
         })
         .await;
     assert_eq!(source(&s, "up"), Some(0.0));
@@ -468,7 +477,9 @@ async fn a_stopped_database_keeps_the_accounts_probed_and_is_followed_again_once
         "{errors:?}"
     );
     let s = exporter
-        .wait("three more probes", |s| kept.read(s) >= down + 6.0)
+        .wait("three more probes", |s| {
+            kept.read(&exporter, s) >= down + 6.0
+        })
         .await;
     assert_eq!(source(&s, "up"), Some(0.0));
     assert_eq!(source_errors(&exporter), errors, "{}", exporter.log());
@@ -479,8 +490,10 @@ async fn a_stopped_database_keeps_the_accounts_probed_and_is_followed_again_once
     site.db.delete_row("7002");
     let s = exporter
         .wait("the source back up with the changes", |s| {
-            kept.read(s);
-            source(s, "up") == Some(1.0) && successes(s, "7003") >= 1.0 && !has_series(s, "7002")
+            kept.read(&exporter, s);
+            source(s, "up") == Some(1.0)
+                && exporter.successes("7003") >= 1.0
+                && !has_series(s, "7002")
         })
         .await;
     assert_eq!(info_labels(&s, "account"), set(&["7001", "7003"]));
@@ -514,7 +527,9 @@ async fn a_slow_or_changed_database_flips_the_source_and_keeps_the_last_accounts
     let kept = Counter::new("8001");
     exporter
         .wait("both rows logged in", |s| {
-            source(s, "up") == Some(1.0) && kept.read(s) >= 1.0 && successes(s, "8002") >= 1.0
+            source(s, "up") == Some(1.0)
+                && kept.read(&exporter, s) >= 1.0
+                && exporter.successes("8002") >= 1.0
         })
         .await;
 
@@ -526,13 +541,15 @@ async fn a_slow_or_changed_database_flips_the_source_and_keeps_the_last_accounts
         async move {
             let s = exporter
                 .wait(what, |s| {
-                    kept.read(s);
+                    kept.read(exporter, s);
                     source(s, "up") == Some(0.0)
                 })
                 .await;
-            let at_down = kept.read(&s);
+            let at_down = kept.read(exporter, &s);
             let s = exporter
-                .wait("probes going on", |s| kept.read(s) >= at_down + 2.0)
+                .wait("probes going on", |s| {
+                    kept.read(exporter, s) >= at_down + 2.0
+                })
                 .await;
             assert_eq!(source(&s, "up"), Some(0.0), "{what}");
             assert_eq!(source(&s, "accounts"), Some(2.0), "{what}");
@@ -541,7 +558,7 @@ async fn a_slow_or_changed_database_flips_the_source_and_keeps_the_last_accounts
     };
     let up = |what: &'static str| {
         exporter.wait(what, |s| {
-            kept.read(s);
+            kept.read(&exporter, s);
             source(s, "up") == Some(1.0)
         })
     };
