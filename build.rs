@@ -1,11 +1,13 @@
 //! Build-time facts for `mailbox_exporter_build_info`: the git commit (short) and the Rust
-//! compiler's version. A build outside a git checkout (a container build) says `unknown`.
+//! compiler's version. A build outside a git checkout takes the revision from
+//! `MAILBOX_EXPORTER_REVISION` (the container build's `REVISION`), else says `unknown`.
 
 use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=RUSTC");
+    println!("cargo:rerun-if-env-changed=MAILBOX_EXPORTER_REVISION");
     let revision = run("git", &["rev-parse", "--short", "HEAD"]);
     if revision.is_some() {
         // HEAD moves on checkout; the branch it points to moves on commit. Each path is
@@ -27,12 +29,25 @@ fn main() {
         run(&rustc, &["--version"]).and_then(|v| v.split_whitespace().nth(1).map(str::to_string));
     println!(
         "cargo:rustc-env=MAILBOX_EXPORTER_REVISION={}",
-        revision.as_deref().unwrap_or("unknown")
+        revision
+            .or_else(given_revision)
+            .as_deref()
+            .unwrap_or("unknown")
     );
     println!(
         "cargo:rustc-env=MAILBOX_EXPORTER_RUST_VERSION={}",
         rust_version.as_deref().unwrap_or("unknown")
     );
+}
+
+/// The revision a build outside a git checkout is told (the container build passes its
+/// `REVISION` argument): a short hex commit, or nothing.
+fn given_revision() -> Option<String> {
+    let given = std::env::var("MAILBOX_EXPORTER_REVISION").ok()?;
+    let given = given.trim();
+    let commit =
+        !given.is_empty() && given.len() <= 40 && given.bytes().all(|b| b.is_ascii_hexdigit());
+    commit.then(|| given.chars().take(12).collect())
 }
 
 /// The trimmed standard output of a command that succeeded.
