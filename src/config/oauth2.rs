@@ -313,8 +313,9 @@ impl Validator<'_> {
         Some(s)
     }
 
-    /// At most one of `NAME`, `NAME_file`, `NAME_env`: the secret and where it came from.
-    fn secret(
+    /// At most one of `NAME`, `NAME_file`, `NAME_env`: the secret and where it came from. The
+    /// OAuth2 secrets and an account source's database password are read through it.
+    pub(super) fn secret(
         &mut self,
         location: &str,
         name: &str,

@@ -11,8 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{
-    DEFAULT_TIMEOUT, Layer, Lenient, MAX_PASSWORD_FILE, RawDefaults, RawSecret, Unknown, Validator,
-    kind, parse_server,
+    DEFAULT_TIMEOUT, Layer, Lenient, RawDefaults, RawSecret, Unknown, Validator, kind, parse_server,
 };
 use crate::secret::Password;
 use crate::verdict::TlsMode;
@@ -50,10 +49,6 @@ const VICIDIAL_KEYS: &[&str] = &[
     "defaults",
     "overrides",
 ];
-
-/// The settings a source's `defaults` and `overrides` may hold: how its servers are reached.
-/// The rest (protocol, auth mode, credentials) comes from the table.
-const REACH_KEYS: &[&str] = &["tls", "tls_verify", "ca_file", "interval", "timeout"];
 
 /// One validated account source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -351,38 +346,24 @@ impl Validator<'_> {
 
     /// A source's `defaults` or one of its `overrides`: the reach keys only.
     fn reach_layer(&mut self, location: &str, raw: Option<Lenient<RawDefaults>>) -> Layer {
-        match raw {
-            None => Layer::default(),
-            Some(Lenient::Valid(d)) => {
-                for (key, present) in [
-                    ("protocol", d.protocol.is_some()),
-                    ("auth_mode", d.auth_mode.is_some()),
-                    ("oauth2", d.oauth2.is_some()),
-                ] {
-                    if present {
-                        self.error(
-                            location,
-                            key,
-                            "comes from the VICIdial table (protocol, pop3_auth_mode) and \
-                             cannot be set here",
-                        );
-                    }
+        if let Some(Lenient::Valid(d)) = &raw {
+            for (key, present) in [
+                ("protocol", d.protocol.is_some()),
+                ("auth_mode", d.auth_mode.is_some()),
+                ("oauth2", d.oauth2.is_some()),
+            ] {
+                if present {
+                    self.error(
+                        location,
+                        key,
+                        "comes from the VICIdial table (protocol, pop3_auth_mode) and \
+                         cannot be set here",
+                    );
                 }
-                self.unknown_keys(location, &d.unknown, REACH_KEYS);
-                let mut layer = self.layer(location, &d);
-                layer.protocol = None;
-                layer.auth_mode = None;
-                layer
-            }
-            Some(Lenient::Invalid(v)) => {
-                self.error(
-                    location,
-                    "",
-                    format!("expected a mapping, found {}", kind(&v)),
-                );
-                Layer::default()
             }
         }
+        // Every other key of `defaults` is a reach key, so unknown keys are the same.
+        self.defaults(location, raw)
     }
 
     fn in_groups(&mut self, location: &str, value: &Value) -> Option<Vec<String>> {
@@ -490,12 +471,20 @@ impl Validator<'_> {
             Some(v) => self.string(location, "database", v)?,
             None => DEFAULT_VICIDIAL_DATABASE.to_string(),
         };
-        let password = self.secret_of(
-            location,
-            raw.password.as_ref(),
-            raw.password_file.as_ref(),
-            raw.password_env.as_ref(),
-        )?;
+        // Shared with the OAuth2 secrets: at most one of the three, never repeated.
+        let password = match (&raw.password, &raw.password_file, &raw.password_env) {
+            (None, None, None) => None,
+            (inline, file, env) => {
+                let (secret, _) = self.secret(
+                    location,
+                    "password",
+                    inline.as_ref(),
+                    file.as_ref(),
+                    env.as_ref(),
+                )?;
+                Some(Password::new(secret.expose()))
+            }
+        };
         Some(Database::Parts {
             host,
             port,
@@ -504,87 +493,6 @@ impl Validator<'_> {
             user,
             password,
         })
-    }
-
-    /// At most one of `password`, `password_file`, `password_env`; none is a login without
-    /// a password. No message repeats a password or a file's content.
-    fn secret_of(
-        &mut self,
-        location: &str,
-        password: Option<&RawSecret>,
-        file: Option<&Value>,
-        env: Option<&Value>,
-    ) -> Option<Option<Password>> {
-        let set = [password.is_some(), file.is_some(), env.is_some()]
-            .iter()
-            .filter(|s| **s)
-            .count();
-        if set > 1 {
-            self.error(
-                location,
-                "password",
-                "password, password_file and password_env are exclusive: set one",
-            );
-            return None;
-        }
-        if let Some(RawSecret(value)) = password {
-            return match value {
-                Value::String(s) => Some(Some(Password::new(s.clone()))),
-                other => {
-                    self.error(
-                        location,
-                        "password",
-                        format!("expected a string (quote it), found {}", kind(other)),
-                    );
-                    None
-                }
-            };
-        }
-        if let Some(v) = file {
-            let path = self.path(location, "password_file", v)?;
-            return match self.files.read(&path, MAX_PASSWORD_FILE) {
-                Ok(bytes) => match String::from_utf8(bytes) {
-                    Ok(mut text) => {
-                        if text.ends_with("\r\n") {
-                            text.truncate(text.len() - 2);
-                        } else if text.ends_with('\n') {
-                            text.truncate(text.len() - 1);
-                        }
-                        Some(Some(Password::new(text)))
-                    }
-                    Err(_) => {
-                        self.error(
-                            location,
-                            "password_file",
-                            format!("{path:?} is not UTF-8 text"),
-                        );
-                        None
-                    }
-                },
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    self.error(
-                        location,
-                        "password_file",
-                        "no such file (the path is not repeated: it may be a password)",
-                    );
-                    None
-                }
-                Err(e) => {
-                    self.error(
-                        location,
-                        "password_file",
-                        format!("cannot read {path:?}: {e}"),
-                    );
-                    None
-                }
-            };
-        }
-        if let Some(v) = env {
-            let var = self.string(location, "password_env", v)?;
-            let value = self.env_value(location, "password_env", &var, "a password")?;
-            return Some(Some(Password::new(value)));
-        }
-        Some(None)
     }
 }
 

@@ -124,7 +124,7 @@ fn every_problem_of_a_source_is_reported_with_where_it_is() {
         "sources[1] / vicidial: user: missing",
         "sources[1] / vicidial / defaults: protocol: comes from the VICIdial table",
         "sources[1] / vicidial / defaults: auth_mode: comes from the VICIdial table",
-        "sources[2] / vicidial: password: password, password_file and password_env are exclusive",
+        "sources[2] / vicidial: password: set only one of password, password_file and password_env",
         "sources[3]: unknown key \"nosuch\"",
         "sources[5] / vicidial: name: duplicate source name \"vicidial\" (first used at sources[4] / vicidial)",
         "sources[6] / vicidial: name: \"file\" names the config file's accounts",
