@@ -274,11 +274,6 @@ pub fn source_report(
     (out, ok)
 }
 
-/// Adds a source's accounts to `config`, as the exporter does (the file's win a clash).
-pub fn join_source(config: &mut Config, read: crate::source::Read) {
-    config.join(read.accounts);
-}
-
 fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
     if n == 1 { one } else { many }
 }

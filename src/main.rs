@@ -199,7 +199,10 @@ fn run_probe(path: &Path, args: &ProbeArgs) -> anyhow::Result<Exit> {
         // Not in the file: look in the sources, as the exporter would.
         for (settings, read) in config.sources.clone().iter().zip(read_sources(&config)?) {
             match read {
-                Ok(read) => cli::join_source(&mut config, read),
+                // As the exporter does: the file's accounts win a clash.
+                Ok(read) => {
+                    config.join(read.accounts);
+                }
                 Err(why) => eprintln!("warning: source {}: {why}", settings.name()),
             }
         }

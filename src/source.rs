@@ -24,6 +24,7 @@ pub async fn read(settings: &SourceSettings) -> Result<Read, String> {
         SourceSettings::Vicidial(v) => {
             let rows = vicidial::read(v).await?;
             let mut read = Read::default();
+            let mut names = std::collections::HashSet::new();
             let wanted = |group: Option<&str>| match (&v.in_groups, group) {
                 (None, _) => true,
                 (Some(groups), Some(g)) => groups.iter().any(|w| w == g.trim()),
@@ -34,7 +35,7 @@ pub async fn read(settings: &SourceSettings) -> Result<Read, String> {
                     continue;
                 }
                 match vicidial::account(v, &row) {
-                    Ok(account) if read.accounts.iter().any(|a| a.name == account.name) => {
+                    Ok(account) if !names.insert(account.name.clone()) => {
                         read.skipped.insert(
                             row.email_account_id.clone(),
                             "another row has the same email_account_id (after trimming)".into(),

@@ -115,20 +115,12 @@ fn opts(database: &Database) -> Result<Opts, String> {
         .into())
 }
 
-/// The database password, to keep out of messages.
-fn password(database: &Database) -> Option<String> {
-    match database {
-        Database::Url(dsn) => Opts::from_url(dsn.expose())
-            .ok()
-            .and_then(|o| o.pass().map(str::to_string)),
-        Database::Parts { password, .. } => password.as_ref().map(|p| p.expose().to_string()),
-    }
-}
-
 /// Reads every active inbound POP3/IMAP row, within `settings.timeout`.
 pub async fn read(settings: &VicidialSettings) -> Result<Vec<Row>, String> {
+    let opts = opts(&settings.database)?;
+    // To keep out of messages.
+    let password = opts.pass().map(str::to_string);
     let read = async {
-        let opts = opts(&settings.database)?;
         let mut conn = Conn::new(opts)
             .await
             .map_err(|e| format!("cannot connect to the database: {}", describe(&e)))?;
@@ -144,7 +136,7 @@ pub async fn read(settings: &VicidialSettings) -> Result<Vec<Row>, String> {
             humantime::format_duration(settings.timeout)
         )),
     };
-    outcome.map_err(|message| redact(message, password(&settings.database)))
+    outcome.map_err(|message| redact(message, password))
 }
 
 async fn query(conn: &mut Conn) -> Result<Vec<Row>, String> {
