@@ -227,51 +227,6 @@ names! {
     }
 }
 
-impl Reason {
-    /// The reasons a password account can fail with: every one but the token reasons.
-    pub const PASSWORD: [Reason; 11] = [
-        Reason::AuthRejected,
-        Reason::MechanismUnavailable,
-        Reason::PlaintextDisallowed,
-        Reason::ServerBusy,
-        Reason::ServerError,
-        Reason::Timeout,
-        Reason::Connect,
-        Reason::Dns,
-        Reason::Tls,
-        Reason::Protocol,
-        Reason::Preauth,
-    ];
-
-    /// The reasons an OAuth2 account can fail with: a refused token is `token_rejected`,
-    /// never `auth_rejected`.
-    pub const OAUTH2: [Reason; 12] = [
-        Reason::TokenRejected,
-        Reason::TokenUnavailable,
-        Reason::MechanismUnavailable,
-        Reason::PlaintextDisallowed,
-        Reason::ServerBusy,
-        Reason::ServerError,
-        Reason::Timeout,
-        Reason::Connect,
-        Reason::Dns,
-        Reason::Tls,
-        Reason::Protocol,
-        Reason::Preauth,
-    ];
-
-    /// The reasons an account that logs in with a password (`oauth2: false`) or with OAuth2
-    /// can fail with: the `reason` series it gets, so that no account carries series for
-    /// failures it cannot have.
-    pub fn for_login(oauth2: bool) -> &'static [Reason] {
-        if oauth2 {
-            &Reason::OAUTH2
-        } else {
-            &Reason::PASSWORD
-        }
-    }
-}
-
 names! {
     /// The phases a probe is timed by.
     pub enum Phase ("phase") {
@@ -361,20 +316,6 @@ pub struct Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_reason_belongs_to_a_kind_of_login_and_none_gets_more_than_twelve() {
-        for r in Reason::ALL {
-            assert!(
-                Reason::PASSWORD.contains(&r) || Reason::OAUTH2.contains(&r),
-                "{r}"
-            );
-        }
-        assert!(!Reason::PASSWORD.contains(&Reason::TokenRejected));
-        assert!(!Reason::OAUTH2.contains(&Reason::AuthRejected));
-        assert!(Reason::for_login(true).len() <= 12);
-        assert!(Reason::for_login(false).len() <= 12);
-    }
 
     #[test]
     fn names_parse_back_ignoring_case_and_dashes() {
