@@ -15,6 +15,9 @@
 //! with a `tcp` prober whose `query_response` logs in (USER/PASS, `a LOGIN`). The
 //! mailbox_exporter paces itself: one account per login a second, probed every second.
 
+#[path = "common/proc.rs"]
+mod proc;
+
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::Read as _;
@@ -307,7 +310,7 @@ fn measure_blackbox(binary: &Path, dovecot: &Dovecot, kind: Kind, settings: &Set
 /// (a slow debug build on a busy machine may need a while for its first).
 fn window(dovecot: &Dovecot, kind: Kind, pid: u32, settings: &Settings) -> Sample {
     let log_start = dovecot.log_len();
-    let cpu_start = cpu_seconds(pid);
+    let cpu_start = proc::cpu_seconds(&pid.to_string());
     let start = Instant::now();
     thread::sleep(settings.window);
     let deadline = start + SMOKE_LOGIN_DEADLINE;
@@ -317,7 +320,7 @@ fn window(dovecot: &Dovecot, kind: Kind, pid: u32, settings: &Settings) -> Sampl
     {
         thread::sleep(Duration::from_millis(100));
     }
-    let cpu = cpu_seconds(pid) - cpu_start;
+    let cpu = proc::cpu_seconds(&pid.to_string()) - cpu_start;
     let seconds = start.elapsed().as_secs_f64();
     let log_end = dovecot.log_len();
     Sample {
@@ -722,28 +725,6 @@ fn wait_for_port(addr: SocketAddr, child: &mut Child, what: &str) {
         );
         thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// User plus system CPU seconds of process `pid`, all threads.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (in parentheses, may hold spaces): utime is the 12th.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
-        .sum();
-    ticks / clock_ticks()
-}
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 /// Core count and CPU model.

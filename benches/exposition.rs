@@ -10,6 +10,9 @@
 //! under 8 MB, the exporter's RSS under 64 MiB, a verdict never kept waiting for more than a
 //! few milliseconds.
 
+#[path = "common/proc.rs"]
+mod proc;
+
 use std::time::{Duration, Instant, SystemTime};
 
 use mailbox_exporter::config::{Config, Format};
@@ -42,9 +45,9 @@ fn kind(i: usize) -> Kind {
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let (accounts, runs) = if full { (10_000, 20) } else { (500, 2) };
-    let rss_start = status_kib("VmRSS:");
+    let rss_start = proc::status_kib("VmRSS:");
     let (metrics, config) = fleet(accounts);
-    let rss_store = status_kib("VmRSS:");
+    let rss_store = proc::status_kib("VmRSS:");
     println!(
         "{accounts} accounts in {GROUPS} groups on {SERVERS} servers (70% healthy, 10% trap, \
          10% auth_rejected in backoff, 10% timeout); store: {:.1} MiB RSS ({:.1} MiB before)",
@@ -81,7 +84,7 @@ fn main() {
         // freed for the next one, so later renders grow the RSS less.
         let before = reset_peak();
         let text = render(&metrics);
-        let first_growth = status_kib("VmHWM:") - before;
+        let first_growth = proc::status_kib("VmHWM:") - before;
         let mut times = Vec::with_capacity(runs);
         let mut growth: f64 = 0.0;
         for _ in 0..runs {
@@ -89,7 +92,7 @@ fn main() {
             let started = Instant::now();
             let text = std::hint::black_box(render(&metrics));
             times.push(started.elapsed());
-            growth = growth.max(status_kib("VmHWM:") - before);
+            growth = growth.max(proc::status_kib("VmHWM:") - before);
             drop(text);
         }
         times.sort();
@@ -105,12 +108,12 @@ fn main() {
             series(&text),
             first_growth / 1024.0,
             growth / 1024.0,
-            status_kib("VmRSS:") / 1024.0
+            proc::status_kib("VmRSS:") / 1024.0
         );
     }
     println!(
         "peak RSS of the whole run: {:.1} MiB",
-        status_kib("VmHWM:") / 1024.0
+        proc::status_kib("VmHWM:") / 1024.0
     );
     recording_during_scrapes(&metrics, &config, runs);
 }
@@ -247,19 +250,9 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
-/// A line of /proc/self/status, in KiB.
-fn status_kib(field: &str) -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(f64::NAN)
-}
-
 /// Resets the peak RSS (VmHWM) to the current RSS and returns it, in KiB.
 fn reset_peak() -> f64 {
     // Writing 5 to clear_refs resets the peak resident set size (Linux 4.0 and later).
     let _ = std::fs::write("/proc/self/clear_refs", "5");
-    status_kib("VmRSS:")
+    proc::status_kib("VmRSS:")
 }

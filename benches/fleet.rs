@@ -6,6 +6,9 @@
 //! binary again) so that the CPU and memory figures are the exporter's own, and the exporter
 //! runs on a single-threaded runtime: the figures are for one core.
 
+#[path = "common/proc.rs"]
+mod proc;
+
 use std::io::{BufRead, BufReader, Write as _};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -149,7 +152,7 @@ async fn measure(scenario: &Scenario, config: &Path) -> Report {
     .await
     .expect("the exporter starts");
     let addr = running.addr;
-    let cpu_start = cpu_seconds();
+    let cpu_start = proc::cpu_seconds("self");
     let start = Instant::now();
     let mut max_lag: f64 = 0.0;
     let mut text = String::new();
@@ -161,7 +164,7 @@ async fn measure(scenario: &Scenario, config: &Path) -> Report {
         max_lag = max_lag.max(sum(&text, "mailbox_exporter_schedule_lag_seconds"));
     }
     let seconds = start.elapsed().as_secs_f64();
-    let cpu = cpu_seconds() - cpu_start;
+    let cpu = proc::cpu_seconds("self") - cpu_start;
     let probes = sum(&text, "mailbox_probe_duration_seconds_count") as u64;
     let failures = sum_prefix(&text, "mailbox_auth_failures_total{") as u64;
     // The time to serve /metrics, measured on its own while probes go on.
@@ -180,7 +183,7 @@ async fn measure(scenario: &Scenario, config: &Path) -> Report {
         failures,
         seconds,
         cpu_seconds: cpu,
-        peak_rss_mib: peak_rss_kib() / 1024.0,
+        peak_rss_mib: proc::status_kib("VmHWM:") / 1024.0,
         max_lag,
         render_ms,
         metrics_bytes,
@@ -304,35 +307,4 @@ fn serve_sims() {
         while stdin.read(&mut buf).await.map(|n| n > 0).unwrap_or(false) {}
         drop(servers);
     });
-}
-
-/// User plus system CPU time of this process.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
-        .sum();
-    ticks / clock_ticks()
-}
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-fn peak_rss_kib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(f64::NAN)
 }
