@@ -108,8 +108,9 @@ pub struct Reach {
     pub timeout: Duration,
 }
 
-/// Where the database is and how to log in to it.
-#[derive(Clone, PartialEq, Eq)]
+/// Where the database is and how to log in to it. `Debug` shows neither the DSN nor the
+/// password: both are [`Password`]s.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Database {
     /// A `mysql://user:password@host:port/database` URL, from `dsn_file`; checked to parse.
     Url(Password),
@@ -121,30 +122,6 @@ pub enum Database {
         user: String,
         password: Option<Password>,
     },
-}
-
-impl std::fmt::Debug for Database {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Database::Url(_) => f.write_str("Url(***)"),
-            Database::Parts {
-                host,
-                port,
-                socket,
-                database,
-                user,
-                password,
-            } => f
-                .debug_struct("Parts")
-                .field("host", host)
-                .field("port", port)
-                .field("socket", socket)
-                .field("database", database)
-                .field("user", user)
-                .field("password", password)
-                .finish(),
-        }
-    }
 }
 
 #[derive(Debug, Default, Deserialize)]
