@@ -82,13 +82,13 @@ fn main() {
     ] {
         // The first render's growth is the one that counts: the allocator keeps what a render
         // freed for the next one, so later renders grow the RSS less.
-        let before = reset_peak();
+        let before = proc::reset_peak();
         let text = render(&metrics);
         let first_growth = proc::status_kib("VmHWM:") - before;
         let mut times = Vec::with_capacity(runs);
         let mut growth: f64 = 0.0;
         for _ in 0..runs {
-            let before = reset_peak();
+            let before = proc::reset_peak();
             let started = Instant::now();
             let text = std::hint::black_box(render(&metrics));
             times.push(started.elapsed());
@@ -250,9 +250,3 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
-/// Resets the peak RSS (VmHWM) to the current RSS and returns it, in KiB.
-fn reset_peak() -> f64 {
-    // Writing 5 to clear_refs resets the peak resident set size (Linux 4.0 and later).
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-    proc::status_kib("VmRSS:")
-}

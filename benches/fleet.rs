@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use mailbox_exporter::app::{self, RunOptions};
 use mailbox_exporter::sim::{Behavior, SimServer, SimSpec, sim_certificate};
 use mailbox_exporter::verdict::{Protocol, TlsMode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 const ROLE_ENV: &str = "MAILBOX_EXPORTER_BENCH_ROLE";
 const USER: &str = "bench";
@@ -26,6 +26,8 @@ const PASSWORD: &str = "bench-password";
 
 /// One measured configuration.
 struct Scenario {
+    /// What `cargo bench --bench fleet -- KEY` selects it by.
+    key: &'static str,
     name: &'static str,
     accounts: usize,
     servers: usize,
@@ -44,6 +46,7 @@ fn main() {
             // 10,000 accounts on a 5-minute interval: the first probes of every account are
             // spread over the 60 s start-up window, about 167 logins a second.
             Scenario {
+                key: "startup",
                 name: "10k accounts, start-up window (demand ~167 probes/s)",
                 accounts: 10_000,
                 servers: 100,
@@ -53,6 +56,7 @@ fn main() {
             // Every account due every second: far more than one core can do, so the figure
             // is the pool's capacity.
             Scenario {
+                key: "saturated",
                 name: "10k accounts, saturated (interval 1s)",
                 accounts: 10_000,
                 servers: 100,
@@ -62,6 +66,7 @@ fn main() {
         ]
     } else {
         vec![Scenario {
+            key: "smoke",
             name: "smoke (run by cargo test)",
             accounts: 100,
             servers: 4,
@@ -69,7 +74,13 @@ fn main() {
             window: Duration::from_secs(4),
         }]
     };
-    for scenario in scenarios {
+    // Arguments other than cargo's flags select scenarios by key; none selects all.
+    let keys: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let chosen = |s: &Scenario| keys.is_empty() || keys.iter().any(|k| k == s.key);
+    for scenario in scenarios.into_iter().filter(chosen) {
         let report = run(&scenario);
         println!("{}", report);
         if !full {
@@ -142,6 +153,9 @@ fn run(scenario: &Scenario) -> Report {
 }
 
 async fn measure(scenario: &Scenario, config: &Path) -> Report {
+    // The peak from here on: loading the config, probing and serving, not an earlier
+    // scenario's.
+    proc::reset_peak();
     let running = app::start(RunOptions {
         config_file: config.to_path_buf(),
         listen_address: "127.0.0.1:0".parse().unwrap(),
@@ -155,24 +169,24 @@ async fn measure(scenario: &Scenario, config: &Path) -> Report {
     let cpu_start = proc::cpu_seconds("self");
     let start = Instant::now();
     let mut max_lag: f64 = 0.0;
-    let mut text = String::new();
+    let mut last = Scrape::default();
     // Scraped every 5 s, as a (busy) Prometheus would: the lag gauge keeps the largest lag
     // of the last minute, so nothing is missed between scrapes.
     while start.elapsed() < scenario.window {
         tokio::time::sleep(Duration::from_secs(5)).await;
-        text = scrape(addr).await;
-        max_lag = max_lag.max(sum(&text, "mailbox_exporter_schedule_lag_seconds"));
+        last = scrape(addr).await;
+        max_lag = max_lag.max(last.lag);
     }
     let seconds = start.elapsed().as_secs_f64();
     let cpu = proc::cpu_seconds("self") - cpu_start;
-    let probes = sum(&text, "mailbox_probe_duration_seconds_count") as u64;
-    let failures = sum_prefix(&text, "mailbox_auth_failures_total{") as u64;
+    let probes = last.probes as u64;
+    let failures = last.failures as u64;
     // The time to serve /metrics, measured on its own while probes go on.
     let mut render_ms = Vec::new();
     let mut metrics_bytes = 0;
     for _ in 0..5 {
         let t = Instant::now();
-        metrics_bytes = scrape(addr).await.len();
+        metrics_bytes = scrape(addr).await.bytes;
         render_ms.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     running.shutdown().await;
@@ -190,34 +204,104 @@ async fn measure(scenario: &Scenario, config: &Path) -> Report {
     }
 }
 
-/// The whole exposition, read over HTTP as Prometheus would.
-async fn scrape(addr: SocketAddr) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+/// What the benchmark reads from one scrape. The sums are taken as the text streams in, so
+/// that the whole exposition is never held here: the peak RSS stays the exporter's.
+#[derive(Default)]
+struct Scrape {
+    /// The length of the exposition.
+    bytes: usize,
+    /// `mailbox_exporter_schedule_lag_seconds`.
+    lag: f64,
+    /// The sum of `mailbox_probe_duration_seconds_count` over the groups.
+    probes: f64,
+    /// The sum of `mailbox_auth_failures_total` over the accounts.
+    failures: f64,
+}
+
+impl Scrape {
+    fn line(&mut self, line: &[u8]) {
+        let Ok(line) = std::str::from_utf8(line) else {
+            return;
+        };
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            return;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            return;
+        };
+        let name = series.split(['{', ' ']).next().unwrap_or("");
+        match name {
+            "mailbox_exporter_schedule_lag_seconds" => self.lag += value,
+            "mailbox_probe_duration_seconds_count" => self.probes += value,
+            "mailbox_auth_failures_total" => self.failures += value,
+            _ => {}
+        }
+    }
+
+    /// Takes the complete lines off the front of `pending`.
+    fn lines(&mut self, pending: &mut Vec<u8>) {
+        let mut start = 0;
+        while let Some(end) = pending[start..].iter().position(|&b| b == b'\n') {
+            self.line(&pending[start..start + end]);
+            start += end + 1;
+        }
+        pending.drain(..start);
+    }
+}
+
+/// Reads /metrics over HTTP as Prometheus would (plain or chunked body), summing as it goes.
+async fn scrape(addr: SocketAddr) -> Scrape {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut stream = tokio::io::BufReader::new(stream);
     stream
+        .get_mut()
         .write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    String::from_utf8_lossy(&raw).into_owned()
-}
-
-/// Sum of every sample of the series named exactly `name` (with any labels).
-fn sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-fn sum_prefix(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    let mut chunked = false;
+    let mut header = String::new();
+    loop {
+        header.clear();
+        stream.read_line(&mut header).await.unwrap();
+        if header.trim().is_empty() {
+            break;
+        }
+        let lower = header.to_ascii_lowercase();
+        chunked |= lower.starts_with("transfer-encoding:") && lower.contains("chunked");
+    }
+    let mut scrape = Scrape::default();
+    let mut pending = Vec::new();
+    let mut block = vec![0; 64 * 1024];
+    loop {
+        let mut take = block.len();
+        if chunked {
+            header.clear();
+            stream.read_line(&mut header).await.unwrap();
+            take = usize::from_str_radix(header.trim(), 16).unwrap();
+            if take == 0 {
+                break;
+            }
+        }
+        let mut left = take;
+        while left > 0 {
+            let want = left.min(block.len());
+            let n = stream.read(&mut block[..want]).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            scrape.bytes += n;
+            pending.extend_from_slice(&block[..n]);
+            scrape.lines(&mut pending);
+            left = if chunked { left - n } else { block.len() };
+        }
+        if !chunked {
+            break;
+        }
+        header.clear();
+        stream.read_line(&mut header).await.unwrap();
+    }
+    scrape.lines(&mut pending);
+    scrape
 }
 
 fn write_config(path: &Path, dir: &Path, scenario: &Scenario, ports: &[(u16, Protocol, TlsMode)]) {

@@ -36,3 +36,10 @@ pub fn status_kib(field: &str) -> f64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(f64::NAN)
 }
+
+/// Resets this process's peak resident set size (`VmHWM:`) to the current one and returns
+/// the current one (`VmRSS:`), in KiB. Linux 4.0 and later.
+pub fn reset_peak() -> f64 {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    status_kib("VmRSS:")
+}
