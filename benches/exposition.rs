@@ -249,4 +249,3 @@ fn verdict(
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
-

@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -128,7 +129,8 @@ pub struct FailureBudgetSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Group {
     pub name: String,
-    pub accounts: Vec<Account>,
+    /// Shared with the scheduler and the account store, which keep them between reloads.
+    pub accounts: Vec<Arc<Account>>,
 }
 
 /// One mailbox to probe. `name` is unique across the whole config.
@@ -227,6 +229,8 @@ impl Config {
         let mut errors = Vec::new();
         for group in &mut self.groups {
             for account in &mut group.accounts {
+                // Fresh from the file, so not shared yet: no copy is made.
+                let account = Arc::make_mut(account);
                 account.target.oauth2 = match &account.oauth2 {
                     None => None,
                     Some(settings) => match tokens.login(settings) {
@@ -306,7 +310,7 @@ impl Config {
 
     /// Adds `accounts` (a source's) to their groups, creating groups as needed. Returns the
     /// names left out because an account of that name is already there.
-    pub fn join(&mut self, accounts: impl IntoIterator<Item = Account>) -> Vec<String> {
+    pub fn join(&mut self, accounts: impl IntoIterator<Item = Arc<Account>>) -> Vec<String> {
         let mut names: std::collections::HashSet<String> =
             self.accounts().map(|a| a.name.clone()).collect();
         let mut groups: HashMap<String, usize> = self
@@ -318,7 +322,7 @@ impl Config {
         let mut clashes = Vec::new();
         for account in accounts {
             if !names.insert(account.name.clone()) {
-                clashes.push(account.name);
+                clashes.push(account.name.clone());
                 continue;
             }
             let i = *groups.entry(account.group.clone()).or_insert_with(|| {
@@ -334,11 +338,11 @@ impl Config {
     }
 
     pub fn find_account(&self, name: &str) -> Option<&Account> {
-        self.accounts().find(|a| a.name == name)
+        self.accounts().find(|a| a.name == name).map(|a| &**a)
     }
 
     /// Every account, group by group, in file order.
-    pub fn accounts(&self) -> impl Iterator<Item = &Account> {
+    pub fn accounts(&self) -> impl Iterator<Item = &Arc<Account>> {
         self.groups.iter().flat_map(|g| g.accounts.iter())
     }
 
@@ -918,7 +922,7 @@ impl Validator<'_> {
             if let Some(account) =
                 self.account(&location, j, &group.name, account, &layer, account_names)
             {
-                group.accounts.push(account);
+                group.accounts.push(Arc::new(account));
             }
         }
         name.map(|_| group)

@@ -201,7 +201,7 @@ fn run_probe(path: &Path, args: &ProbeArgs) -> anyhow::Result<Exit> {
             match read {
                 // As the exporter does: the file's accounts win a clash.
                 Ok(read) => {
-                    config.join(read.accounts);
+                    config.join(read.accounts.into_iter().map(std::sync::Arc::new));
                 }
                 Err(why) => eprintln!("warning: source {}: {why}", settings.name()),
             }

@@ -110,7 +110,7 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(account: &Account, state: AccountState) -> Entry {
+    fn new(account: &Arc<Account>, state: AccountState) -> Entry {
         let mut labels = String::with_capacity(account.group.len() + account.name.len() + 20);
         labels.push_str("group=\"");
         escape_label_into(&mut labels, &account.group);
@@ -138,7 +138,7 @@ impl Entry {
             info.push('"');
         }
         Entry {
-            account: Arc::new(account.clone()),
+            account: Arc::clone(account),
             state,
             labels: labels.into(),
             info: info.into(),
@@ -301,8 +301,10 @@ impl Metrics {
                 .get(&account.name)
                 .and_then(|key| old_accounts.remove(key));
             let entry = match old {
-                Some(entry) if *entry.account == *account => {
+                Some(mut entry) if *entry.account == **account => {
                     kept += 1;
+                    // The new config's copy, so that the old one can go.
+                    entry.account = Arc::clone(account);
                     entry
                 }
                 Some(mut entry) => {

@@ -394,14 +394,20 @@ impl<L: Ledger, P: Prober> Pool<L, P> {
             names.insert(account.name.as_str());
             let due = now + startup_offset(&account.name, account.interval);
             match self.entries.get_key_value(account.name.as_str()) {
-                Some((_, entry))
+                Some((name, entry))
                     if entry.state != State::Probing(AfterProbe::Forget)
-                        && *entry.account == *account => {}
+                        && *entry.account == **account =>
+                {
+                    // The new config's copy, so that the old one can go.
+                    let name = Arc::clone(name);
+                    let entry = self.entries.get_mut(&name).expect("looked up above");
+                    entry.account = Arc::clone(account);
+                }
                 Some((name, _)) => {
                     changed += 1;
                     let name = Arc::clone(name);
                     let entry = self.entries.get_mut(&name).expect("looked up above");
-                    entry.account = Arc::new(account.clone());
+                    entry.account = Arc::clone(account);
                     entry.phase = phase(&account.name, account.interval);
                     entry.due = due;
                     match entry.state {
@@ -418,7 +424,7 @@ impl<L: Ledger, P: Prober> Pool<L, P> {
                     added += 1;
                     let name: Arc<str> = Arc::from(account.name.as_str());
                     let mut entry = Entry {
-                        account: Arc::new(account.clone()),
+                        account: Arc::clone(account),
                         phase: phase(&account.name, account.interval),
                         due,
                         generation: 0,

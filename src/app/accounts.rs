@@ -31,7 +31,7 @@ struct State {
     /// The config file's, this shard's accounts only.
     file: Config,
     /// Each source's last successful read.
-    read: BTreeMap<String, Vec<Account>>,
+    read: BTreeMap<String, Vec<Arc<Account>>>,
     following: BTreeMap<String, (SourceSettings, JoinHandle<()>)>,
     /// Source accounts left out because the config file has an account of that name.
     clashes: BTreeSet<String>,
@@ -90,6 +90,7 @@ impl<E: Exporter> InForce<E> {
             // The source was removed by a reload while this read ran.
             return;
         }
+        let accounts = accounts.into_iter().map(Arc::new).collect();
         state.read.insert(name.to_string(), accounts);
         self.apply(&mut state).await;
     }
@@ -160,7 +161,7 @@ impl<E: Exporter> InForce<E> {
 /// source accounts left out because the config file has one of that name.
 fn compose(
     file: &Config,
-    read: &BTreeMap<String, Vec<Account>>,
+    read: &BTreeMap<String, Vec<Arc<Account>>>,
     shard: Option<Shard>,
 ) -> (Config, BTreeSet<String>) {
     let mut config = file.clone();
@@ -211,10 +212,10 @@ mod tests {
         let mut config = Config::from_str_with_format("{}", crate::config::Format::Yaml).unwrap();
         for a in accounts {
             match config.groups.iter_mut().find(|g| g.name == a.group) {
-                Some(g) => g.accounts.push(a),
+                Some(g) => g.accounts.push(Arc::new(a)),
                 None => config.groups.push(Group {
                     name: a.group.clone(),
-                    accounts: vec![a],
+                    accounts: vec![Arc::new(a)],
                 }),
             }
         }
@@ -227,9 +228,9 @@ mod tests {
         let read = BTreeMap::from([(
             "vicidial".to_string(),
             vec![
-                from_source("SUPPORT", "1001"),
-                from_source("BILLING", "1002"),
-                from_source("BILLING", "inbox"),
+                Arc::new(from_source("SUPPORT", "1001")),
+                Arc::new(from_source("BILLING", "1002")),
+                Arc::new(from_source("BILLING", "inbox")),
             ],
         )]);
         let (config, clashes) = compose(&file, &read, None);
@@ -257,8 +258,8 @@ mod tests {
     #[test]
     fn a_shard_takes_only_its_source_accounts() {
         let shard: Shard = "1/2".parse().unwrap();
-        let accounts: Vec<Account> = (0..40)
-            .map(|i| from_source("SUPPORT", &format!("{i}")))
+        let accounts: Vec<Arc<Account>> = (0..40)
+            .map(|i| Arc::new(from_source("SUPPORT", &format!("{i}"))))
             .collect();
         let read = BTreeMap::from([("vicidial".to_string(), accounts.clone())]);
         let (config, _) = compose(&file(Vec::new()), &read, Some(shard));

@@ -16,10 +16,10 @@ fn config(accounts: Vec<Account>) -> Config {
     let mut groups: Vec<Group> = Vec::new();
     for a in accounts {
         match groups.iter_mut().find(|g| g.name == a.group) {
-            Some(g) => g.accounts.push(a),
+            Some(g) => g.accounts.push(Arc::new(a)),
             None => groups.push(Group {
                 name: a.group.clone(),
-                accounts: vec![a],
+                accounts: vec![Arc::new(a)],
             }),
         }
     }

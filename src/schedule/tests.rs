@@ -38,7 +38,7 @@ fn config(accounts: Vec<Account>, concurrency: usize, per_server: usize) -> Conf
         failure_budget: None,
         groups: vec![Group {
             name: "support".into(),
-            accounts,
+            accounts: accounts.into_iter().map(Arc::new).collect(),
         }],
         sources: Vec::new(),
     }
