@@ -83,11 +83,9 @@ pub struct LastProbe {
 ///   get that far keep the previous one.
 #[derive(Debug, Clone, Default)]
 pub struct AccountState {
-    /// `[method][result]`, indexed like [`Method::ALL`] and [`AttemptResult::ALL`]. Every method is
-    /// counted; the exposition shows the account's protocol's.
-    attempts: [[u64; 3]; Method::ALL.len()],
-    /// Indexed like [`Reason::ALL`].
-    failures: [u64; Reason::ALL.len()],
+    /// Failed probes, whatever the reason: per reason and per method they are counted per
+    /// group, where ten thousand accounts do not multiply them.
+    failures: u64,
     consecutive_failures: u64,
     consecutive_rejections: u32,
     probes: u64,
@@ -142,18 +140,6 @@ impl fmt::Display for Change {
     }
 }
 
-fn method_index(m: Method) -> usize {
-    Method::ALL.iter().position(|&x| x == m).unwrap_or(0)
-}
-
-fn result_index(r: AttemptResult) -> usize {
-    AttemptResult::ALL.iter().position(|&x| x == r).unwrap_or(0)
-}
-
-fn reason_index(r: Reason) -> usize {
-    Reason::ALL.iter().position(|&x| x == r).unwrap_or(0)
-}
-
 /// The backoff factor after `rejections` credential rejections in a row.
 pub fn backoff_factor(rejections: u32) -> u32 {
     if rejections <= 1 {
@@ -183,7 +169,6 @@ impl AccountState {
 
         let mut rejected_now = false;
         for attempt in &verdict.attempts {
-            self.attempts[method_index(attempt.method)][result_index(attempt.result)] += 1;
             match attempt.result {
                 AttemptResult::Rejected => {
                     rejected_now = true;
@@ -211,7 +196,7 @@ impl AccountState {
             }
         } else {
             let reason = verdict.reason.unwrap_or(Reason::Protocol);
-            self.failures[reason_index(reason)] += 1;
+            self.failures += 1;
             self.consecutive_failures += 1;
             let no_credentials = matches!(
                 reason,
@@ -305,12 +290,8 @@ impl AccountState {
         self.rejected
     }
 
-    pub fn attempts(&self, method: Method, result: AttemptResult) -> u64 {
-        self.attempts[method_index(method)][result_index(result)]
-    }
-
-    pub fn failures(&self, reason: Reason) -> u64 {
-        self.failures[reason_index(reason)]
+    pub fn failures(&self) -> u64 {
+        self.failures
     }
 
     pub fn consecutive_failures(&self) -> u64 {
@@ -538,8 +519,7 @@ pub(crate) mod tests {
         assert_eq!(s.plan().backoff_factor, 1);
         assert!(!s.backoff());
         // Counters are history and survive.
-        assert_eq!(s.failures(Reason::AuthRejected), 7);
-        assert_eq!(s.attempts(Method::Apop, AttemptResult::Rejected), 7);
+        assert_eq!(s.failures(), 7);
         assert_eq!(s.consecutive_failures(), 7);
     }
 
@@ -651,7 +631,7 @@ pub(crate) mod tests {
         s.reset_memory();
         assert_eq!(s.cert_expiry(), None);
         assert_eq!(s.remembered(), None);
-        assert_eq!(s.attempts(Method::Pass, AttemptResult::Success), 1);
+        assert_eq!(s.probes(), 2);
     }
 
     /// A server that delays each rejection until the probe times out: APOP rejected, CRAM-MD5

@@ -117,7 +117,7 @@ impl Collector for AccountCollector {
                 let n = state.consecutive_failures() as f64;
                 series[2].push(metric(g(&[("reason", r.as_str())]), MetricType::GAUGE, n));
             }
-            let failures: u64 = Reason::ALL.iter().map(|&r| state.failures(r)).sum();
+            let failures: u64 = state.failures();
             series[3].push(metric(g(&[]), MetricType::COUNTER, failures as f64));
             if state.success() && state.fallback() {
                 series[4].push(metric(g(&[]), MetricType::GAUGE, 1.0));

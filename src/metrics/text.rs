@@ -72,7 +72,7 @@ impl Row {
             method: logged_in(e),
             reason: failing(e),
             consecutive_failures: state.consecutive_failures(),
-            failures: Reason::ALL.iter().map(|&r| state.failures(r)).sum(),
+            failures: state.failures(),
             fallback: state.success() && state.fallback(),
             cleartext: state.cleartext(),
             backoff: state.backoff(),
