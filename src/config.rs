@@ -141,8 +141,8 @@ pub struct Account {
     pub interval: Duration,
     /// `target.oauth2` is filled from these by [`Config::resolve_oauth2`].
     pub target: Target,
-    /// The account's token source, when it logs in with OAuth2.
-    pub oauth2: Option<crate::oauth2::Settings>,
+    /// The account's token source, when it logs in with OAuth2 (boxed: most accounts have none).
+    pub oauth2: Option<Box<crate::oauth2::Settings>>,
     /// Where the account is defined.
     pub origin: Origin,
 }
@@ -1067,7 +1067,7 @@ impl Validator<'_> {
                 timeout: layer.timeout.unwrap_or(DEFAULT_TIMEOUT),
                 oauth2: None,
             },
-            oauth2,
+            oauth2: oauth2.map(Box::new),
             origin: Origin::File,
         })
     }
