@@ -227,6 +227,15 @@ impl AccountState {
         } else if before_factor > 1 && after_factor == 1 {
             changes.push(Change::BackoffEnded);
         }
+        // Kept until the next probe, for every account: without the slack that building it
+        // left.
+        let mut verdict = verdict;
+        verdict
+            .transcript
+            .iter_mut()
+            .for_each(String::shrink_to_fit);
+        verdict.transcript.shrink_to_fit();
+        verdict.attempts.shrink_to_fit();
         self.last = Some(LastProbe { verdict, finished });
         changes
     }
