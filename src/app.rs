@@ -1,9 +1,10 @@
 //! The exporter service: loads the config, applies it to the exporter's state, runs the
 //! scheduler and the web side, reloads on request and shuts down gracefully.
 //!
-//! The wiring is generic over [`Exporter`] (the state that scrapes and pages read) and
-//! [`Probing`] (what runs the probes), so the whole lifecycle is tested with fakes; [`start`]
-//! and [`run`] use the real [`Store`] and [`Scheduler`].
+//! The wiring is generic over [`Exporter`] (the state configs are applied to, which scrapes
+//! and pages read as [`web::Pages`]) and [`Probing`] (what runs the probes), so the whole
+//! lifecycle is tested with fakes; [`start`] and [`run`] use the real [`Store`] with its
+//! [`Exposition`], and the [`Scheduler`].
 
 use std::future::Future;
 use std::io;
@@ -58,14 +59,11 @@ pub enum AppError {
     },
 }
 
-/// The state the service applies configs to and the web side reads.
-pub trait Exporter: Send + Sync + 'static {
+/// The state the service applies configs to; the web side reads it as [`web::Pages`].
+pub trait Exporter: web::Pages {
     /// Makes the set of accounts match `config`; unchanged accounts keep their state.
     fn apply_config(&self, config: &Config);
     fn config_reload(&self, ok: bool, at: SystemTime);
-    fn metrics(&self) -> String;
-    fn landing_page(&self) -> String;
-    fn account_page(&self, name: &str) -> Option<String>;
     /// The token sources of the OAuth2 accounts, for the metrics; set once at start.
     fn use_tokens(&self, _tokens: Arc<Tokens>) {}
     /// Account source `name`'s state after a read; `None` once the source is removed.
@@ -502,16 +500,10 @@ struct Site<E> {
 }
 
 impl<E: Exporter> web::Backend for Site<E> {
-    fn metrics(&self) -> String {
-        self.exporter.metrics()
-    }
+    type Pages = E;
 
-    fn landing_page(&self) -> String {
-        self.exporter.landing_page()
-    }
-
-    fn account_page(&self, name: &str) -> Option<String> {
-        self.exporter.account_page(name)
+    fn pages(&self) -> &E {
+        &self.exporter
     }
 
     fn is_ready(&self) -> bool {
@@ -539,15 +531,7 @@ struct Live {
     shard: Option<String>,
 }
 
-impl Exporter for Live {
-    fn apply_config(&self, config: &Config) {
-        self.store.apply_config(config);
-    }
-
-    fn config_reload(&self, ok: bool, at: SystemTime) {
-        self.store.config_reload(ok, at);
-    }
-
+impl web::Pages for Live {
     fn metrics(&self) -> String {
         self.exposition.render()
     }
@@ -566,6 +550,16 @@ impl Exporter for Live {
 
     fn account_page(&self, name: &str) -> Option<String> {
         self.store.account(name).map(|a| page::account_page(&a))
+    }
+}
+
+impl Exporter for Live {
+    fn apply_config(&self, config: &Config) {
+        self.store.apply_config(config);
+    }
+
+    fn config_reload(&self, ok: bool, at: SystemTime) {
+        self.store.config_reload(ok, at);
     }
 
     fn use_tokens(&self, tokens: Arc<Tokens>) {
