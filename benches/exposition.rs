@@ -13,10 +13,11 @@
 #[path = "common/proc.rs"]
 mod proc;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use mailbox_exporter::config::{Config, Format};
-use mailbox_exporter::metrics::Metrics;
+use mailbox_exporter::metrics::{Exposition, Store};
 use mailbox_exporter::schedule::Ledger;
 use mailbox_exporter::verdict::{Attempt, AttemptResult, Method, Phases, Reason, Verdict};
 
@@ -46,7 +47,8 @@ fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let (accounts, runs) = if full { (10_000, 20) } else { (500, 2) };
     let rss_start = proc::status_kib("VmRSS:");
-    let (metrics, config) = fleet(accounts);
+    let (store, config) = fleet(accounts);
+    let exposition = Exposition::new(Arc::clone(&store));
     let rss_store = proc::status_kib("VmRSS:");
     println!(
         "{accounts} accounts in {GROUPS} groups on {SERVERS} servers (70% healthy, 10% trap, \
@@ -55,7 +57,7 @@ fn main() {
         rss_start / 1024.0
     );
 
-    let text = metrics.render();
+    let text = exposition.render();
     let series = |text: &str| text.lines().filter(|l| !l.starts_with('#')).count();
     for (i, kind) in [
         (0, Kind::Healthy),
@@ -74,23 +76,23 @@ fn main() {
     for (name, render) in [
         (
             "served: registry + hand-written accounts",
-            &(|m: &Metrics| m.render()) as &dyn Fn(&Metrics) -> String,
+            &(|e: &Exposition| e.render()) as &dyn Fn(&Exposition) -> String,
         ),
-        ("all through the prometheus crate", &|m: &Metrics| {
-            m.render_through_crate()
+        ("all through the prometheus crate", &|e: &Exposition| {
+            e.render_through_crate()
         }),
     ] {
         // The first render's growth is the one that counts: the allocator keeps what a render
         // freed for the next one, so later renders grow the RSS less.
         let before = proc::reset_peak();
-        let text = render(&metrics);
+        let text = render(&exposition);
         let first_growth = proc::status_kib("VmHWM:") - before;
         let mut times = Vec::with_capacity(runs);
         let mut growth: f64 = 0.0;
         for _ in 0..runs {
             let before = proc::reset_peak();
             let started = Instant::now();
-            let text = std::hint::black_box(render(&metrics));
+            let text = std::hint::black_box(render(&exposition));
             times.push(started.elapsed());
             growth = growth.max(proc::status_kib("VmHWM:") - before);
             drop(text);
@@ -115,19 +117,19 @@ fn main() {
         "peak RSS of the whole run: {:.1} MiB",
         proc::status_kib("VmHWM:") / 1024.0
     );
-    recording_during_scrapes(&metrics, &config, runs);
+    recording_during_scrapes(&store, &exposition, &config, runs);
 }
 
 /// How long a probe's verdict waits to be recorded while scrapes run back to back on another
 /// thread: a scrape holds the store's lock only while it copies the accounts' values.
-fn recording_during_scrapes(metrics: &Metrics, config: &Config, runs: usize) {
+fn recording_during_scrapes(store: &Store, exposition: &Exposition, config: &Config, runs: usize) {
     let done = std::sync::atomic::AtomicBool::new(false);
     let account = config.accounts().next().expect("an account");
     let mut waits = Vec::new();
     std::thread::scope(|scope| {
         let scraper = scope.spawn(|| {
             for _ in 0..runs {
-                std::hint::black_box(metrics.render());
+                std::hint::black_box(exposition.render());
             }
             done.store(true, std::sync::atomic::Ordering::Relaxed);
         });
@@ -136,7 +138,7 @@ fn recording_during_scrapes(metrics: &Metrics, config: &Config, runs: usize) {
             at += Duration::from_millis(1);
             let v = verdict(true, Some(Method::Apop), None, false);
             let started = Instant::now();
-            metrics.record(account, v, at);
+            store.record(account, v, at);
             waits.push(started.elapsed());
             std::thread::sleep(Duration::from_micros(200));
         }
@@ -154,7 +156,7 @@ fn recording_during_scrapes(metrics: &Metrics, config: &Config, runs: usize) {
 }
 
 /// `accounts` accounts configured and probed once (three times for the rejected ones).
-fn fleet(accounts: usize) -> (Metrics, Config) {
+fn fleet(accounts: usize) -> (Arc<Store>, Config) {
     let mut yaml = String::from("interval: 5m\ngroups:\n");
     for g in 0..GROUPS {
         yaml.push_str(&format!("  - name: group-{g:02}\n    accounts:\n"));
@@ -171,8 +173,8 @@ fn fleet(accounts: usize) -> (Metrics, Config) {
     let env = [("BENCH_PASSWORD".to_string(), "bench-password".to_string())];
     let config = Config::from_str_with_env(&yaml, Format::Yaml, std::path::Path::new(""), env)
         .unwrap_or_else(|e| panic!("the benchmark's config: {e}"));
-    let metrics = Metrics::new();
-    metrics.apply_config(&config);
+    let store = Arc::new(Store::new());
+    store.apply_config(&config);
     let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     for (i, account) in config.accounts().enumerate() {
         let n: usize = account.name["inbox-".len()..].parse().unwrap();
@@ -184,25 +186,25 @@ fn fleet(accounts: usize) -> (Metrics, Config) {
                 } else {
                     Method::CramMd5
                 };
-                metrics.record(account, verdict(true, Some(method), None, false), at);
+                store.record(account, verdict(true, Some(method), None, false), at);
             }
             Kind::Trap => {
                 let v = verdict(true, Some(Method::Pass), None, true);
-                metrics.record(account, v, at);
+                store.record(account, v, at);
             }
             Kind::Rejected => {
                 for k in 0..3 {
                     let v = verdict(false, None, Some(Reason::AuthRejected), false);
-                    metrics.record(account, v, at + Duration::from_secs(k));
+                    store.record(account, v, at + Duration::from_secs(k));
                 }
             }
             Kind::Timeout => {
                 let v = verdict(false, None, Some(Reason::Timeout), false);
-                metrics.record(account, v, at);
+                store.record(account, v, at);
             }
         }
     }
-    (metrics, config)
+    (store, config)
 }
 
 fn verdict(

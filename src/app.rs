@@ -1,9 +1,10 @@
 //! The exporter service: loads the config, applies it to the exporter's state, runs the
 //! scheduler and the web side, reloads on request and shuts down gracefully.
 //!
-//! The wiring is generic over [`Exporter`] (the state that scrapes and pages read) and
-//! [`Probing`] (what runs the probes), so the whole lifecycle is tested with fakes; [`start`]
-//! and [`run`] use the real [`Metrics`] and [`Scheduler`].
+//! The wiring is generic over [`Exporter`] (the state configs are applied to, which scrapes
+//! and pages read as [`web::Pages`]) and [`Probing`] (what runs the probes), so the whole
+//! lifecycle is tested with fakes; [`start`] and [`run`] use the real [`Store`] with its
+//! [`Exposition`], and the [`Scheduler`].
 
 use std::future::Future;
 use std::io;
@@ -18,7 +19,7 @@ use tokio::sync::{Mutex, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, ConfigError, ConfigErrors};
-use crate::metrics::Metrics;
+use crate::metrics::{Exposition, Store};
 use crate::oauth2::Tokens;
 use crate::page::{self, PageInfo};
 use crate::schedule::{NetworkProber, Scheduler};
@@ -58,14 +59,11 @@ pub enum AppError {
     },
 }
 
-/// The state the service applies configs to and the web side reads.
-pub trait Exporter: Send + Sync + 'static {
+/// The state the service applies configs to; the web side reads it as [`web::Pages`].
+pub trait Exporter: web::Pages {
     /// Makes the set of accounts match `config`; unchanged accounts keep their state.
     fn apply_config(&self, config: &Config);
     fn config_reload(&self, ok: bool, at: SystemTime);
-    fn metrics(&self) -> String;
-    fn landing_page(&self) -> String;
-    fn account_page(&self, name: &str) -> Option<String>;
     /// The token sources of the OAuth2 accounts, for the metrics; set once at start.
     fn use_tokens(&self, _tokens: Arc<Tokens>) {}
     /// Account source `name`'s state after a read; `None` once the source is removed.
@@ -113,7 +111,7 @@ pub async fn run(
     Ok(())
 }
 
-/// Starts the exporter with the real metrics and scheduler.
+/// Starts the exporter with the real store and scheduler.
 pub async fn start(options: RunOptions) -> Result<Running, AppError> {
     // Every input is checked before anything is built, so a bad one is refused without side
     // effects.
@@ -123,12 +121,13 @@ pub async fn start(options: RunOptions) -> Result<Running, AppError> {
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
     let web_config = load_web_config(options.web_config_file.as_deref()).await?;
-    let metrics = Arc::new(Metrics::new());
-    let scheduler = Scheduler::new(Arc::clone(&metrics), Arc::new(NetworkProber::default()));
+    let store = Arc::new(Store::new());
+    let scheduler = Scheduler::new(Arc::clone(&store), Arc::new(NetworkProber::default()));
     let exporter = Arc::new(Live {
+        exposition: Exposition::new(Arc::clone(&store)),
+        store,
         config_file: options.config_file.display().to_string(),
         shard: options.shard.map(|s| s.to_string()),
-        metrics,
     });
     start_with(options, config, web_config, exporter, scheduler).await
 }
@@ -501,16 +500,10 @@ struct Site<E> {
 }
 
 impl<E: Exporter> web::Backend for Site<E> {
-    fn metrics(&self) -> String {
-        self.exporter.metrics()
-    }
+    type Pages = E;
 
-    fn landing_page(&self) -> String {
-        self.exporter.landing_page()
-    }
-
-    fn account_page(&self, name: &str) -> Option<String> {
-        self.exporter.account_page(name)
+    fn pages(&self) -> &E {
+        &self.exporter
     }
 
     fn is_ready(&self) -> bool {
@@ -530,24 +523,17 @@ impl<E: Exporter> web::Backend for Site<E> {
 // ---------------------------------------------------------------------------------------------
 // The real parts.
 
-/// The exporter's metrics, with the pages rendered from them.
+/// The account store, with the exposition and the pages read from it.
 struct Live {
-    metrics: Arc<Metrics>,
+    store: Arc<Store>,
+    exposition: Exposition,
     config_file: String,
     shard: Option<String>,
 }
 
-impl Exporter for Live {
-    fn apply_config(&self, config: &Config) {
-        self.metrics.apply_config(config);
-    }
-
-    fn config_reload(&self, ok: bool, at: SystemTime) {
-        self.metrics.config_reload(ok, at);
-    }
-
+impl web::Pages for Live {
     fn metrics(&self) -> String {
-        self.metrics.render()
+        self.exposition.render()
     }
 
     fn landing_page(&self) -> String {
@@ -555,27 +541,37 @@ impl Exporter for Live {
             version: env!("CARGO_PKG_VERSION"),
             config_file: Some(self.config_file.clone()),
             shard: self.shard.clone(),
-            last_reload_ok: self.metrics.last_reload_ok(),
+            last_reload_ok: self.store.last_reload_ok(),
             now: SystemTime::now(),
-            sources: self.metrics.sources(),
+            sources: self.store.sources(),
         };
-        page::landing(&self.metrics.accounts(), &info)
+        page::landing(&self.store.accounts(), &info)
     }
 
     fn account_page(&self, name: &str) -> Option<String> {
-        self.metrics.account(name).map(|a| page::account_page(&a))
-    }
-
-    fn use_tokens(&self, tokens: Arc<Tokens>) {
-        self.metrics.use_tokens(tokens);
-    }
-
-    fn source_status(&self, name: &str, status: Option<crate::source::Status>) {
-        self.metrics.source_status(name, status);
+        self.store.account(name).map(|a| page::account_page(&a))
     }
 }
 
-impl Probing for Scheduler<Metrics, NetworkProber> {
+impl Exporter for Live {
+    fn apply_config(&self, config: &Config) {
+        self.store.apply_config(config);
+    }
+
+    fn config_reload(&self, ok: bool, at: SystemTime) {
+        self.store.config_reload(ok, at);
+    }
+
+    fn use_tokens(&self, tokens: Arc<Tokens>) {
+        self.store.use_tokens(tokens);
+    }
+
+    fn source_status(&self, name: &str, status: Option<crate::source::Status>) {
+        self.store.source_status(name, status);
+    }
+}
+
+impl Probing for Scheduler<Store, NetworkProber> {
     fn run(
         self,
         config: watch::Receiver<Arc<Config>>,

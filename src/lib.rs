@@ -1,29 +1,34 @@
 //! mailbox_exporter: logs in to POP3 and IMAP mailboxes and reports, per account, whether
 //! authentication works, how, and why not.
 //!
-//! Layout:
-//! - [`verdict`]: the vocabulary of a probe's outcome (methods, reasons, phases).
-//! - [`proto`]: sans-IO POP3/IMAP reply parsing and SASL computations.
-//! - [`conn`]: the bounded, line-oriented connection every dialogue runs over.
-//! - [`transcript`]: the redacted record of a dialogue.
-//! - [`tls`]: TLS connectors and certificate facts.
-//! - [`token`]: OAuth2 access tokens and the sources the probe asks for them.
-//! - [`probe`]: the login ladders that turn a [`probe::Target`] into a [`verdict::Verdict`].
-//! - [`files`]: reading operator-named files: regular files only, bounded, with a deadline.
-//! - [`config`]: configuration, raw to validated.
-//! - [`cli`]: the command line and what its commands print.
-//! - [`logfmt`]: the logfmt log line format.
-//! - [`source`]: account sources beside the config file (VICIdial's database).
-//! - [`shard`]: replicas' shares of the accounts and the stable hash of account names.
-//! - [`schedule`]: the scheduler and worker pool.
-//! - [`budget`]: the failed-login budget of each server.
-//! - [`state`]: one account's history and the pure rules that update it after a probe.
-//! - [`metrics`]: every account's state and its Prometheus exposition.
-//! - [`page`]: the HTML landing page and per-account pages.
-//! - [`sim`]: scripted POP3/IMAP servers for tests, the demo and benchmarks.
-//! - [`web`]: the HTTP endpoints and the web config file (basic auth, TLS).
-//! - [`app`]: the exporter service: config, reloads, scheduler and web side together.
-//! - [`demo`]: the exporter against built-in simulated mail servers.
+//! Data flow: the [`config`] names the accounts; the [`schedule`]r runs a [`probe`] of each
+//! on its interval; a probe ends in a [`verdict`]; the verdict is recorded in the account
+//! store ([`metrics::store`]); a scrape reads the store through the exposition
+//! ([`metrics::exposition`]) and the pages read it through [`metrics::view`] and [`page`];
+//! [`web`] serves both. [`app`] wires these together and reloads the config.
+//!
+//! Layout, in that order:
+//! - Configuration: [`config`] (raw to validated), [`files`] (operator-named files: regular
+//!   files only, bounded, with a deadline), [`secret`] (passwords that never print),
+//!   [`source`] (account sources beside the config file: VICIdial's database), [`shard`]
+//!   (replicas' shares of the accounts).
+//! - Scheduling: [`schedule`] (the scheduler and worker pool), [`budget`] (the failed-login
+//!   budget of each server), [`state`] (one account's history and the pure rules that update
+//!   it after a probe).
+//! - Probing: [`probe`] (the login ladders that turn a [`probe::Target`] into a
+//!   [`verdict::Verdict`]) over [`proto`] (sans-IO POP3/IMAP parsing and SASL), [`conn`] (the
+//!   bounded line-oriented connection), [`tls`] (connectors and certificate facts), [`token`]
+//!   and [`oauth2`] (OAuth2 access tokens and where they come from); [`transcript`] is the
+//!   redacted record of a dialogue.
+//! - Outcome: [`verdict`], the vocabulary of a probe's outcome (methods, reasons, phases).
+//! - Store and readings: [`metrics`]: the [`metrics::store`] probes write, the
+//!   [`metrics::view`] the pages read and the [`metrics::exposition`] scrapes read; [`page`]
+//!   renders the HTML landing and per-account pages.
+//! - Serving: [`web`], the HTTP endpoints and the web config file (basic auth, TLS).
+//! - Around it: [`app`] (the service: config, reloads, scheduler and web side together),
+//!   [`cli`] (the command line), [`logfmt`] (the log line format), [`sim`] (scripted
+//!   POP3/IMAP servers for tests, the demo and benchmarks), [`demo`] (the exporter against
+//!   them).
 #![forbid(unsafe_code)]
 
 pub mod app;

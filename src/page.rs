@@ -299,7 +299,7 @@ fn account_row(out: &mut String, view: &AccountView, now: SystemTime) {
     out.push_str("</td></tr>\n");
 }
 
-/// Views split into runs of one group; [`crate::metrics::Metrics::accounts`] orders them by
+/// Views split into runs of one group; [`crate::metrics::Store::accounts`] orders them by
 /// group already.
 fn group_slices(views: &[AccountView]) -> Vec<(&str, &[AccountView])> {
     let mut groups = Vec::new();

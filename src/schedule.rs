@@ -49,7 +49,7 @@ mod limit;
 
 use limit::Limit;
 
-/// Where the scheduler reads account history from and reports to. [`crate::metrics::Metrics`]
+/// Where the scheduler reads account history from and reports to. [`crate::metrics::Store`]
 /// is the real one; tests use their own.
 pub trait Ledger: Send + Sync + 'static {
     fn plan(&self, account: &str) -> Plan;

@@ -147,15 +147,23 @@ pub async fn bind(address: &ListenAddress) -> io::Result<TcpListener> {
     Err(last)
 }
 
-/// What the web side reads and triggers. The exporter implements it over its state; tests
-/// implement it with fakes.
-pub trait Backend: Send + Sync + 'static {
-    /// The Prometheus text exposition. Only encodes state, never probes.
+/// What the read-only routes serve (`/metrics`, `/` and `/accounts/<name>`), from state that
+/// probes wrote: reading never makes the exporter log in anywhere. The exporter's state
+/// implements it; so do the fakes of the web side's and the service's tests.
+pub trait Pages: Send + Sync + 'static {
+    /// The Prometheus text exposition.
     fn metrics(&self) -> String;
     /// The landing page (HTML).
     fn landing_page(&self) -> String;
     /// One account's page (HTML), `None` for an account that is not configured.
     fn account_page(&self, name: &str) -> Option<String>;
+}
+
+/// What the web side reads and triggers: the [`Pages`], and the service's readiness and
+/// reloads. The service implements it over its state; tests implement it with fakes.
+pub trait Backend: Send + Sync + 'static {
+    type Pages: Pages;
+    fn pages(&self) -> &Self::Pages;
     /// True once the first configuration is applied, until shutdown starts.
     fn is_ready(&self) -> bool;
     /// Whether `POST /-/reload` may reload (`--web.enable-lifecycle`); when not, it answers
@@ -352,7 +360,7 @@ impl<B: Backend> Routes<B> {
                 let backend = Arc::clone(&self.backend);
                 // Encoding thousands of accounts and compressing them is CPU work.
                 let encoded = tokio::task::spawn_blocking(move || {
-                    let text = backend.metrics();
+                    let text = backend.pages().metrics();
                     if gzip {
                         gzip_bytes(text.as_bytes()).map(Bytes::from)
                     } else {
@@ -379,7 +387,7 @@ impl<B: Backend> Routes<B> {
                 }
                 response
             }
-            "/" if read => html(self.backend.landing_page()),
+            "/" if read => html(self.backend.pages().landing_page()),
             "/-/healthy" if read => text(StatusCode::OK, "OK\n"),
             "/-/ready" if read => {
                 if self.backend.is_ready() {
@@ -411,7 +419,7 @@ impl<B: Backend> Routes<B> {
                     if !read {
                         return not_allowed("GET, HEAD");
                     }
-                    match self.backend.account_page(&name) {
+                    match self.backend.pages().account_page(&name) {
                         Some(page) => html(page),
                         None => text(StatusCode::NOT_FOUND, "no such account\n"),
                     }

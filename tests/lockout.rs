@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use mailbox_exporter::config::{Config, Format, RawConfig};
-use mailbox_exporter::metrics::Metrics;
+use mailbox_exporter::metrics::{Exposition, Store};
 use mailbox_exporter::probe::{self, Meter, Steps, Target, TlsSettings};
 use mailbox_exporter::schedule::{Ledger, NetworkProber, Prober, Scheduler};
 use mailbox_exporter::secret::Password;
@@ -170,7 +170,8 @@ fn fleet(
 
 /// The exporter's scheduler and store, running `config` until dropped or stopped.
 struct Exporter {
-    metrics: Arc<Metrics>,
+    store: Arc<Store>,
+    exposition: Exposition,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     _config: watch::Sender<Arc<Config>>,
@@ -178,26 +179,27 @@ struct Exporter {
 
 impl Exporter {
     fn start(config: Config) -> Exporter {
-        let metrics = Arc::new(Metrics::new());
-        metrics.apply_config(&config);
+        let store = Arc::new(Store::new());
+        store.apply_config(&config);
         let config = Arc::new(config);
         let (config_tx, config_rx) = watch::channel(Arc::clone(&config));
         let (applied_tx, _) = watch::channel(config);
         let (stop, stop_rx) = watch::channel(false);
-        let scheduler = Scheduler::new(Arc::clone(&metrics), Arc::new(NetworkProber::default()));
+        let scheduler = Scheduler::new(Arc::clone(&store), Arc::new(NetworkProber::default()));
         let task = tokio::spawn(scheduler.run(config_rx, applied_tx, stop_rx));
         Exporter {
-            metrics,
+            exposition: Exposition::new(Arc::clone(&store)),
+            store,
             stop,
             task,
             _config: config_tx,
         }
     }
 
-    async fn stop(self) -> Arc<Metrics> {
+    async fn stop(self) -> (Arc<Store>, Exposition) {
         let _ = self.stop.send(true);
         self.task.await.expect("the scheduler ends");
-        self.metrics
+        (self.store, self.exposition)
     }
 }
 
@@ -235,12 +237,12 @@ async fn failed_logins_stay_within_the_budget_and_known_accounts_go_on() {
         "interval: 10s\ntimeout: 5s\nfailure_budget: {failures: 4, window: 1m}",
     );
     let exporter = Exporter::start(config(&yaml));
-    let metrics = Arc::clone(&exporter.metrics);
+    let store = Arc::clone(&exporter.store);
 
     let mut samples: Vec<(u64, u64)> = Vec::new();
     let t0 = Instant::now();
     let mut saw_waiting_while_known_probed = false;
-    let all_done = |m: &Metrics| {
+    let all_done = |m: &Store| {
         let views = m.accounts();
         let traps_ok = views
             .iter()
@@ -252,14 +254,14 @@ async fn failed_logins_stay_within_the_budget_and_known_accounts_go_on() {
             .all(|v| v.reason == Some(Reason::AuthRejected));
         traps_ok && wrong_probed
     };
-    while !all_done(&metrics) {
+    while !all_done(&store) {
         tokio::time::sleep(Duration::from_secs(1)).await;
         samples.push((t0.elapsed().as_secs(), sim.stats().logins_rejected));
-        let views = metrics.accounts();
+        let views = store.accounts();
         let waiting: Vec<_> = views.iter().filter(|v| v.budget_wait.is_some()).collect();
         if let Some(w) = waiting.first() {
             assert_eq!(w.budget_wait.as_deref(), Some("127.0.0.1"));
-            let page = metrics.render();
+            let page = exporter.exposition.render();
             assert!(
                 page.contains(
                     "mailbox_exporter_server_failure_budget_waiting_probes{server=\"127.0.0.1\"} "
@@ -274,11 +276,11 @@ async fn failed_logins_stay_within_the_budget_and_known_accounts_go_on() {
                 .collect();
             if !known.is_empty() {
                 tokio::time::sleep(Duration::from_secs(11)).await;
-                let still_waiting = metrics
+                let still_waiting = store
                     .account(&w.account)
                     .is_some_and(|v| v.budget_wait.is_some());
                 let probed_again = known.iter().any(|(name, before)| {
-                    metrics.account(name).map(|v| v.last_probe) != Some(*before)
+                    store.account(name).map(|v| v.last_probe) != Some(*before)
                 });
                 saw_waiting_while_known_probed |= still_waiting && probed_again;
             }
@@ -286,10 +288,10 @@ async fn failed_logins_stay_within_the_budget_and_known_accounts_go_on() {
         assert!(
             t0.elapsed() < Duration::from_secs(3600),
             "the fleet never settled: {:?}",
-            metrics.accounts()
+            store.accounts()
         );
     }
-    let metrics = exporter.stop().await;
+    let (_, exposition) = exporter.stop().await;
     assert!(
         saw_waiting_while_known_probed,
         "no probe waited for the budget while a known account was probed"
@@ -307,7 +309,7 @@ async fn failed_logins_stay_within_the_budget_and_known_accounts_go_on() {
             }
         }
     }
-    let exposition = metrics.render();
+    let exposition = exposition.render();
     assert!(
         exposition
             .contains("mailbox_exporter_server_failure_budget_remaining{server=\"127.0.0.1\"} "),
@@ -368,7 +370,7 @@ async fn dovecot_proof(
     timing: &str,
     window: u64,
     run_for: Duration,
-    done: impl Fn(&Metrics) -> bool,
+    done: impl Fn(&Store) -> bool,
 ) -> Proof {
     let port = dovecot.pop3_addr().port();
     let yaml = fleet(
@@ -381,11 +383,11 @@ async fn dovecot_proof(
     );
     let exporter = Exporter::start(config(&yaml));
     let started = Instant::now();
-    while !done(&exporter.metrics) && started.elapsed() < run_for {
+    while !done(&exporter.store) && started.elapsed() < run_for {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let metrics = exporter.stop().await;
-    let charged: u64 = metrics.budget().servers().iter().map(|b| b.charged).sum();
+    let (store, _) = exporter.stop().await;
+    let charged: u64 = store.budget().servers().iter().map(|b| b.charged).sum();
     // Dovecot writes its lines a moment after the connection closed.
     let settle = Instant::now();
     while dovecot_failures(&dovecot.log()).len() < charged as usize
@@ -418,7 +420,7 @@ async fn dovecot_never_sees_more_failures_than_the_budget() {
     ) else {
         return;
     };
-    let done = |m: &Metrics| {
+    let done = |m: &Store| {
         m.accounts().iter().all(|v| {
             if v.account.starts_with("trap-") {
                 v.success && v.method == Some(Method::Pass)
@@ -543,8 +545,8 @@ async fn a_probe_waiting_for_the_budget_holds_no_server_slot() {
                 \x20     - {name: known, server: mail.example.com, username: known, password: x}\n\
                 \x20     - {name: wrong, server: mail.example.com, username: wrong, password: x}\n";
     let config = config(yaml);
-    let metrics = Arc::new(Metrics::new());
-    metrics.apply_config(&config);
+    let store = Arc::new(Store::new());
+    store.apply_config(&config);
     // "known" logged in with PASS before (say, before a restart of the scheduler).
     let known_account = config.find_account("known").unwrap().clone();
     let earlier = ScriptedProber::default()
@@ -554,14 +556,14 @@ async fn a_probe_waiting_for_the_budget_holds_no_server_slot() {
             Meter::default(),
         )
         .await;
-    metrics.record(&known_account, earlier, SystemTime::now());
+    store.record(&known_account, earlier, SystemTime::now());
     let prober = Arc::new(ScriptedProber::default());
     let config = Arc::new(config);
     let (_config_tx, config_rx) = watch::channel(Arc::clone(&config));
     let (applied_tx, _) = watch::channel(config);
     let (stop, stop_rx) = watch::channel(false);
     let t0 = Instant::now();
-    let scheduler = Scheduler::new(Arc::clone(&metrics), Arc::clone(&prober))
+    let scheduler = Scheduler::new(Arc::clone(&store), Arc::clone(&prober))
         .with_wall_clock(t0, SystemTime::UNIX_EPOCH);
     let task = tokio::spawn(scheduler.run(config_rx, applied_tx, stop_rx));
     tokio::time::sleep(Duration::from_secs(45 * 60)).await;
@@ -606,6 +608,6 @@ async fn a_probe_waiting_for_the_budget_holds_no_server_slot() {
             "{wrong:?}"
         );
     }
-    let budget = &metrics.budget().servers()[0];
+    let budget = &store.budget().servers()[0];
     assert_eq!(budget.charged, 4 * wrong.len() as u64);
 }

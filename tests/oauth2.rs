@@ -315,6 +315,7 @@ async fn a_token_file_is_read_again_when_it_changes() {
 // End to end: config, token sources, the library probe and a real Dovecot.
 
 use mailbox_exporter::config::{Config, Format};
+use mailbox_exporter::metrics::{Exposition, Store};
 use mailbox_exporter::probe;
 use mailbox_exporter::verdict::{Method, Reason, Verdict};
 use support::Dovecot;
@@ -610,9 +611,9 @@ async fn two_hundred_accounts_share_one_token_request() {
     assert_eq!(counts.token, 1, "{counts:?}");
     assert_eq!(counts.active, 200, "{counts:?}");
 
-    let metrics = mailbox_exporter::metrics::Metrics::new();
-    metrics.use_tokens(tokens.clone());
-    let text = metrics.render();
+    let store = Arc::new(Store::new());
+    store.use_tokens(tokens.clone());
+    let text = Exposition::new(store).render();
     let source = format!(
         "source=\"127.0.0.1:{}/{CLIENT_ID}\"",
         provider.addr().port()

@@ -97,7 +97,9 @@ impl Exporter for FakeExporter {
     fn config_reload(&self, ok: bool, _at: SystemTime) {
         self.reloads.lock().unwrap().push(ok);
     }
+}
 
+impl web::Pages for FakeExporter {
     fn metrics(&self) -> String {
         format!("fake_accounts {}\n", self.current().len())
     }

@@ -1,12 +1,26 @@
-//! Tests of the metrics store: the exposition is parsed back and compared series by series.
+//! Tests of the store through its readings: the exposition is parsed back and compared series
+//! by series, and the views the pages read.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
 
+use super::store::LagWindow;
 use super::*;
 use crate::config::Group;
+use crate::config::{Account, Config};
+use crate::schedule::Ledger;
+use crate::state::Plan;
 use crate::state::tests::{at, failure, success, trap};
 use crate::verdict::{AuthMode, TlsMode};
+use crate::verdict::{Method, Protocol, Reason, Verdict};
+
+/// A store and its exposition, as the exporter pairs them.
+fn metrics() -> (Arc<Store>, Exposition) {
+    let store = Arc::new(Store::new());
+    (Arc::clone(&store), Exposition::new(store))
+}
 
 fn account(group: &str, name: &str, protocol: Protocol) -> Account {
     Account::for_test(group, name, protocol)
@@ -100,7 +114,7 @@ mod model;
 
 #[test]
 fn exporter_wide_values() {
-    let m = Metrics::new();
+    let (m, x) = metrics();
     m.apply_config(&config(two_accounts()));
     m.probe_started();
     m.probe_started();
@@ -108,7 +122,7 @@ fn exporter_wide_values() {
     m.config_reload(true, at(1_700_000_000) + Duration::from_millis(5));
     m.schedule_lag(Duration::from_millis(1500));
     m.schedule_lag(Duration::from_millis(200));
-    let text = m.render();
+    let text = x.render();
     assert_eq!(get(&text, "mailbox_exporter_probes_in_flight"), 1.0);
     assert_eq!(
         get(&text, "mailbox_exporter_config_last_reload_successful"),
@@ -120,7 +134,7 @@ fn exporter_wide_values() {
     assert_eq!(get(&text, "mailbox_exporter_schedule_lag_seconds"), 1.5);
     // A failed reload keeps the time of the last good one.
     m.config_reload(false, at(1_800_000_000));
-    let text = m.render();
+    let text = x.render();
     assert_eq!(
         get(&text, "mailbox_exporter_config_last_reload_successful"),
         0.0
@@ -154,7 +168,7 @@ fn lag_window_keeps_the_largest_lag_of_the_last_minute() {
 
 #[test]
 fn views_carry_the_last_probe() {
-    let m = Metrics::new();
+    let m = Store::new();
     let accounts = two_accounts();
     m.apply_config(&config(accounts.clone()));
     let mut v = trap();
@@ -209,7 +223,7 @@ fn rendered_text_passes_promtool() {
         eprintln!("{PROMTOOL_SKIP}");
         return;
     };
-    let m = Metrics::new();
+    let (m, x) = metrics();
     let mut accounts = two_accounts();
     accounts.push(account("odd \"group\" \\", "odd\ninbox", Protocol::Pop3));
     m.apply_config(&config(accounts.clone()));
@@ -228,7 +242,7 @@ fn rendered_text_passes_promtool() {
     m.config_reload(true, at(1_700_000_000));
     m.schedule_lag(Duration::from_millis(30));
     m.source_status("vicidial", Some(source_status(false)));
-    let text = m.render();
+    let text = x.render();
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("metrics.txt");
@@ -255,7 +269,7 @@ fn source_status(up: bool) -> crate::source::Status {
 
 #[test]
 fn account_sources_have_their_series_until_removed() {
-    let m = Metrics::new();
+    let (m, x) = metrics();
     let mut vicidial = account("SUPPORT", "1001", Protocol::Pop3);
     vicidial.origin = crate::config::Origin::Vicidial(crate::config::VicidialRow {
         source: "vicidial".into(),
@@ -264,7 +278,7 @@ fn account_sources_have_their_series_until_removed() {
         frequency_check_mins: 5,
     });
     m.apply_config(&config(vec![vicidial]));
-    let text = m.render();
+    let text = x.render();
     assert!(!text.contains("mailbox_exporter_source_"), "{text}");
     assert!(
         text.contains(
@@ -275,7 +289,7 @@ fn account_sources_have_their_series_until_removed() {
     );
 
     m.source_status("vicidial", Some(source_status(true)));
-    let text = m.render();
+    let text = x.render();
     let s = "{source=\"vicidial\"}";
     assert_eq!(get(&text, &format!("mailbox_exporter_source_up{s}")), 1.0);
     assert_eq!(
@@ -295,11 +309,11 @@ fn account_sources_have_their_series_until_removed() {
     );
     m.source_status("vicidial", Some(source_status(false)));
     assert_eq!(
-        get(&m.render(), &format!("mailbox_exporter_source_up{s}")),
+        get(&x.render(), &format!("mailbox_exporter_source_up{s}")),
         0.0
     );
     m.source_status("vicidial", None);
-    assert!(!m.render().contains("mailbox_exporter_source_"));
+    assert!(!x.render().contains("mailbox_exporter_source_"));
 }
 
 fn check_metrics(promtool: &Path, input: &Path) -> std::process::Output {
@@ -312,7 +326,7 @@ fn check_metrics(promtool: &Path, input: &Path) -> std::process::Output {
 
 #[tokio::test(start_paused = true)]
 async fn the_failure_budget_of_each_server_is_exposed_and_waiting_accounts_are_flagged() {
-    let m = Metrics::new();
+    let (m, x) = metrics();
     let mut other = account("support", "other-host", Protocol::Pop3);
     other.target.host = "imap.example.com".into();
     let mut cfg = config(vec![
@@ -322,7 +336,7 @@ async fn the_failure_budget_of_each_server_is_exposed_and_waiting_accounts_are_f
     ]);
     cfg.failure_budget = Some(crate::config::DEFAULT_FAILURE_BUDGET);
     m.apply_config(&cfg);
-    let text = m.render();
+    let text = x.render();
     for server in ["imap.example.com", "mail.example.com"] {
         let labels = format!("{{server=\"{server}\"}}");
         assert_eq!(
@@ -361,7 +375,7 @@ async fn the_failure_budget_of_each_server_is_exposed_and_waiting_accounts_are_f
         tokio::spawn(async move { budget.admit("support-new", &target, &Plan::default()).await })
     };
     tokio::task::yield_now().await;
-    let text = m.render();
+    let text = x.render();
     let mail = "{server=\"mail.example.com\"}";
     assert_eq!(
         get(
@@ -389,7 +403,7 @@ async fn the_failure_budget_of_each_server_is_exposed_and_waiting_accounts_are_f
     );
     first.settle(&trap());
     waiting.abort();
-    let text = m.render();
+    let text = x.render();
     assert_eq!(
         get(
             &text,
@@ -401,5 +415,5 @@ async fn the_failure_budget_of_each_server_is_exposed_and_waiting_accounts_are_f
     // Turned off: no budget series at all.
     cfg.failure_budget = None;
     m.apply_config(&cfg);
-    assert!(!m.render().contains("failure_budget"));
+    assert!(!x.render().contains("failure_budget"));
 }

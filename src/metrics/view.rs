@@ -1,9 +1,10 @@
 //! One account as the web pages read it: a copy of its settings and of what its last probe
-//! found, taken under the store's lock and handed out without it.
+//! found, taken under the store's lock and handed out without it, and the store's readings
+//! that make them.
 
 use std::time::{Duration, SystemTime};
 
-use super::{Entry, auth_mode_label};
+use super::store::{Entry, Store, auth_mode_label};
 use crate::verdict::{Attempt, Method, Phases, Protocol, Reason, TlsMode};
 
 /// One account as the web pages show it: its settings and what its last probe found.
@@ -44,9 +45,9 @@ pub struct AccountView {
     /// The certificate's notAfter, seconds since the epoch.
     pub cert_expiry: Option<i64>,
     pub phases: Phases,
-    /// The last probe's redacted dialogue (left empty by [`super::Metrics::accounts`]).
+    /// The last probe's redacted dialogue (left empty by [`Store::accounts`]).
     pub transcript: Vec<String>,
-    /// The rungs the last probe tried (left empty by [`super::Metrics::accounts`]).
+    /// The rungs the last probe tried (left empty by [`Store::accounts`]).
     pub attempts: Vec<Attempt>,
     /// The server whose failed-login budget the account's probe waits for now.
     pub budget_wait: Option<String>,
@@ -55,7 +56,7 @@ pub struct AccountView {
 impl AccountView {
     /// `detail`: with the last transcript and attempts, which only the account's own page
     /// shows; the list of every account leaves them out rather than copy every transcript.
-    pub(super) fn new(entry: &Entry, detail: bool) -> AccountView {
+    fn new(entry: &Entry, detail: bool) -> AccountView {
         let account = &entry.account;
         let target = &account.target;
         let state = &entry.state;
@@ -96,5 +97,35 @@ impl AccountView {
                 .unwrap_or_default(),
             budget_wait: None,
         }
+    }
+}
+
+/// The readings the pages make.
+impl Store {
+    /// Every configured account, by group then name, without transcripts and attempts.
+    pub fn accounts(&self) -> Vec<AccountView> {
+        let mut waiting = self.budget.waiting();
+        self.read()
+            .accounts
+            .values()
+            .map(|entry| {
+                let mut view = AccountView::new(entry, false);
+                view.budget_wait = waiting.remove(&view.account);
+                view
+            })
+            .collect()
+    }
+
+    /// One configured account, by name, with its last transcript and attempts.
+    pub fn account(&self, name: &str) -> Option<AccountView> {
+        let inner = self.read();
+        let key = inner.keys.get(name)?;
+        let mut view = inner
+            .accounts
+            .get(key)
+            .map(|entry| AccountView::new(entry, true))?;
+        drop(inner);
+        view.budget_wait = self.budget.waiting_for(name);
+        Some(view)
     }
 }

@@ -30,7 +30,7 @@ pub(crate) struct Fake {
     pub(crate) huge_metrics: bool,
 }
 
-impl Backend for Fake {
+impl Pages for Fake {
     fn metrics(&self) -> String {
         METRIC_LINE.repeat(if self.huge_metrics { 500_000 } else { 200 })
     }
@@ -43,6 +43,14 @@ impl Backend for Fake {
         ["support-inbox", "sales inbox"]
             .contains(&name)
             .then(|| format!("<html>account {name}</html>"))
+    }
+}
+
+impl Backend for Fake {
+    type Pages = Fake;
+
+    fn pages(&self) -> &Fake {
+        self
     }
 
     fn is_ready(&self) -> bool {

@@ -5,9 +5,9 @@ use super::*;
 
 #[test]
 fn before_any_probe_an_account_has_only_its_always_present_series_at_zero() {
-    let m = Metrics::new();
+    let (m, x) = metrics();
     m.apply_config(&config(two_accounts()));
-    let text = m.render();
+    let text = x.render();
 
     for family in ALWAYS {
         assert_eq!(
@@ -119,8 +119,8 @@ fn build_info_names_the_commit_and_the_rust_version() {
 
 #[test]
 fn the_process_collector_reports_this_process() {
-    let m = Metrics::new();
-    let text = m.render();
+    let (_, x) = metrics();
+    let text = x.render();
     for family in [
         "process_cpu_seconds_total",
         "process_resident_memory_bytes",
@@ -140,14 +140,14 @@ fn the_process_collector_reports_this_process() {
 
 #[test]
 fn tls_phase_only_for_accounts_with_tls() {
-    let m = Metrics::new();
+    let (m, x) = metrics();
     let mut plain = account("support", "plain-inbox", Protocol::Pop3);
     plain.target.tls.mode = TlsMode::None;
     plain.target.port = 110;
     let mut starttls = account("support", "starttls-inbox", Protocol::Imap);
     starttls.target.tls.mode = TlsMode::Starttls;
     m.apply_config(&config(vec![plain, starttls]));
-    let text = m.render();
+    let text = x.render();
     let phases = |name: &str| {
         series_of(&text, name)
             .iter()
@@ -163,7 +163,7 @@ fn tls_phase_only_for_accounts_with_tls() {
 
 #[test]
 fn series_per_account_stay_within_the_budget() {
-    let m = Metrics::new();
+    let (m, x) = metrics();
     let accounts = vec![
         account("support", "healthy", Protocol::Imap),
         account("support", "trap", Protocol::Pop3),
@@ -186,7 +186,7 @@ fn series_per_account_stay_within_the_budget() {
         );
         m.record(&accounts[3], failure(Reason::Timeout, vec![]), t);
     }
-    let text = m.render();
+    let text = x.render();
     let counts: Vec<(&str, usize)> = ["healthy", "trap", "failing", "timing-out"]
         .into_iter()
         .map(|name| (name, series_of(&text, name).len()))
@@ -220,10 +220,10 @@ fn series_per_account_stay_within_the_budget() {
 fn an_oauth2_account_has_the_same_families() {
     let mut oauth = account("support", "support-inbox", Protocol::Imap);
     oauth.target.oauth2 = Some(crate::token::OAuth2Login::for_test("m365"));
-    let m = Metrics::new();
+    let (m, x) = metrics();
     m.apply_config(&config(vec![oauth.clone()]));
     m.record(&oauth, failure(Reason::TokenRejected, vec![]), at(10));
-    let text = m.render();
+    let text = x.render();
     let s = |extra: &str| acct("support-inbox", extra);
     assert_eq!(
         get(
@@ -247,11 +247,11 @@ fn an_oauth2_account_has_the_same_families() {
 
 #[test]
 fn families_have_one_help_and_type_each_and_accounts_follow_the_registry() {
-    let m = Metrics::new();
+    let (m, x) = metrics();
     let accounts = two_accounts();
     m.apply_config(&config(accounts.clone()));
     m.record(&accounts[0], trap(), at(10));
-    let text = m.render();
+    let text = x.render();
     let types: Vec<&str> = text
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
@@ -295,7 +295,7 @@ fn families_have_one_help_and_type_each_and_accounts_follow_the_registry() {
 
 #[test]
 fn a_recorded_probe_changes_exactly_its_series() {
-    let m = Metrics::new();
+    let (m, x) = metrics();
     let accounts = two_accounts();
     m.apply_config(&config(accounts.clone()));
     let mut v = trap();
@@ -305,7 +305,7 @@ fn a_recorded_probe_changes_exactly_its_series() {
     v.advice = Some("APOP advertised but rejected; pin auth_mode: PASS".into());
     let finished = at(1_700_000_000) + Duration::from_millis(250);
     m.record(&accounts[0], v, finished);
-    let text = m.render();
+    let text = x.render();
     let s = |extra: &str| acct("support-inbox", extra);
     let g = |family: &str, extra: &str| get(&text, &format!("{family}{}", s(extra)));
     let has = |family: &str| {
@@ -401,7 +401,7 @@ fn a_recorded_probe_changes_exactly_its_series() {
             at(1_700_000_000 + n),
         );
     }
-    let text = m.render();
+    let text = x.render();
     let g = |family: &str, extra: &str| get(&text, &format!("{family}{}", s(extra)));
     let has = |family: &str| {
         series_of(&text, "support-inbox")
@@ -446,7 +446,7 @@ fn a_recorded_probe_changes_exactly_its_series() {
         failure(Reason::Timeout, vec![]),
         at(1_700_000_010),
     );
-    let text = m.render();
+    let text = x.render();
     let reasons: Vec<&str> = series_of(&text, "support-inbox")
         .into_iter()
         .filter(|l| l.starts_with("mailbox_auth_consecutive_failures{"))
@@ -462,38 +462,38 @@ fn a_recorded_probe_changes_exactly_its_series() {
     let mut v = success(Method::Pass, false, vec![]);
     v.cleartext = true;
     m.record(&accounts[0], v, at(1_700_000_020));
-    let text = m.render();
+    let text = x.render();
     assert_eq!(get(&text, &format!("mailbox_auth_cleartext{}", s(""))), 1.0);
 }
 
 #[test]
 fn removed_accounts_and_empty_groups_vanish_with_their_counters() {
-    let m = Metrics::new();
+    let (m, x) = metrics();
     let accounts = two_accounts();
     m.apply_config(&config(accounts.clone()));
     let mut v = failure(Reason::Timeout, vec![]);
     v.cert_expiry = Some(1_800_000_000);
     m.record(&accounts[1], v, at(10));
     m.apply_config(&config(vec![accounts[0].clone()]));
-    let text = m.render();
+    let text = x.render();
     assert!(!text.contains("sales"), "{text}");
     assert!(text.contains("account=\"support-inbox\""));
     assert!(m.account("sales-inbox").is_none());
     assert_eq!(m.accounts().len(), 1);
     // A result for the removed account is dropped.
     m.record(&accounts[1], success(Method::Plain, false, vec![]), at(20));
-    assert!(!m.render().contains("sales"));
+    assert!(!x.render().contains("sales"));
 }
 
 #[test]
 fn group_counters_outlive_the_accounts_that_made_them() {
-    let m = Metrics::new();
+    let (m, x) = metrics();
     let a = account("support", "a", Protocol::Pop3);
     let b = account("support", "b", Protocol::Pop3);
     m.apply_config(&config(vec![a.clone(), b.clone()]));
     m.record(&a, failure(Reason::ServerBusy, vec![]), at(10));
     m.apply_config(&config(vec![b.clone()]));
-    let text = m.render();
+    let text = x.render();
     assert_eq!(
         get(
             &text,
@@ -506,7 +506,7 @@ fn group_counters_outlive_the_accounts_that_made_them() {
 
 #[test]
 fn a_server_certificate_goes_when_no_account_uses_the_server() {
-    let m = Metrics::new();
+    let (m, x) = metrics();
     let a = account("support", "a", Protocol::Pop3);
     let mut b = account("support", "b", Protocol::Imap);
     b.target.host = "imap.example.com".into();
@@ -521,7 +521,7 @@ fn a_server_certificate_goes_when_no_account_uses_the_server() {
     let mut v = success(Method::Pass, false, vec![]);
     v.cert_expiry = Some(1_850_000_000);
     m.record(&a, v, at(20));
-    let text = m.render();
+    let text = x.render();
     let cert = |server: &str| {
         value(
             &text,
@@ -531,14 +531,14 @@ fn a_server_certificate_goes_when_no_account_uses_the_server() {
     assert_eq!(cert("mail.example.com:995"), Some(1_850_000_000.0));
     assert_eq!(cert("imap.example.com:993"), Some(1_900_000_000.0));
     m.apply_config(&config(vec![a.clone()]));
-    let text = m.render();
+    let text = x.render();
     assert!(!text.contains("imap.example.com"), "{text}");
     assert!(text.contains("server=\"mail.example.com:995\"} 1850000000"));
 }
 
 #[test]
 fn a_changed_account_keeps_its_counters_but_forgets_its_method() {
-    let m = Metrics::new();
+    let (m, x) = metrics();
     let mut accounts = two_accounts();
     m.apply_config(&config(accounts.clone()));
     m.record(&accounts[0], trap(), at(10));
@@ -558,7 +558,7 @@ fn a_changed_account_keeps_its_counters_but_forgets_its_method() {
     let view = m.account("support-inbox").unwrap();
     assert!(!view.fallback);
     assert_eq!(view.auth_mode, "PASS");
-    let text = m.render();
+    let text = x.render();
     let s = |extra: &str| acct("support-inbox", extra);
     assert_eq!(
         get(&text, &format!("mailbox_auth_failures_total{}", s(""))),
@@ -578,7 +578,7 @@ fn a_changed_account_keeps_its_counters_but_forgets_its_method() {
 
 #[test]
 fn a_result_from_before_a_reload_is_ignored() {
-    let m = Metrics::new();
+    let (m, x) = metrics();
     let accounts = two_accounts();
     m.apply_config(&config(accounts.clone()));
     let mut changed = accounts[0].clone();
@@ -589,7 +589,7 @@ fn a_result_from_before_a_reload_is_ignored() {
     let view = m.account("support-inbox").unwrap();
     assert!(!view.probed);
     assert_eq!(view.server, "mail2.example.com:995");
-    assert!(!m.render().contains("mailbox_group_auth_attempts_total"));
+    assert!(!x.render().contains("mailbox_group_auth_attempts_total"));
     m.record(&changed, trap(), at(11));
     let view = m.account("support-inbox").unwrap();
     assert!(view.probed && view.success);
@@ -598,13 +598,13 @@ fn a_result_from_before_a_reload_is_ignored() {
 
 #[test]
 fn an_account_moved_to_another_group_follows_it() {
-    let m = Metrics::new();
+    let (m, x) = metrics();
     let accounts = two_accounts();
     m.apply_config(&config(accounts.clone()));
     let mut moved = accounts[0].clone();
     moved.group = "sales".into();
     m.apply_config(&config(vec![moved, accounts[1].clone()]));
-    let text = m.render();
+    let text = x.render();
     assert!(!text.contains("group=\"support\""));
     assert_eq!(get(&text, "mailbox_group_accounts{group=\"sales\"}"), 2.0);
     assert!(text.contains("mailbox_auth_success{group=\"sales\",account=\"support-inbox\"} 0"));
@@ -612,12 +612,12 @@ fn an_account_moved_to_another_group_follows_it() {
 
 #[test]
 fn label_values_are_escaped() {
-    let m = Metrics::new();
+    let (m, x) = metrics();
     let a = account("front \"desk\" \\ east\nwing", "inbox", Protocol::Pop3);
     m.apply_config(&config(vec![a.clone()]));
     m.record(&a, failure(Reason::Timeout, vec![]), at(10));
     m.source_status("odd \"source\"\n", Some(source_status(true)));
-    let text = m.render();
+    let text = x.render();
     let labels = r#"group="front \"desk\" \\ east\nwing",account="inbox""#;
     assert_eq!(
         get(&text, &format!("mailbox_auth_success{{{labels}}}")),
@@ -653,7 +653,7 @@ fn label_values_are_escaped() {
 
 #[test]
 fn histogram_buckets_are_cumulative() {
-    let m = Metrics::new();
+    let (m, x) = metrics();
     let accounts = vec![
         account("support", "a", Protocol::Pop3),
         account("support", "b", Protocol::Pop3),
@@ -667,7 +667,7 @@ fn histogram_buckets_are_cumulative() {
         v.phases.total = Duration::from_millis(ms);
         m.record(&accounts[i % 2], v, at(i as u64));
     }
-    let text = m.render();
+    let text = x.render();
     let bucket = |le: &str| {
         get(
             &text,
@@ -706,7 +706,7 @@ fn histogram_buckets_are_cumulative() {
 
 #[test]
 fn a_password_never_appears() {
-    let m = Metrics::new();
+    let (m, x) = metrics();
     let mut accounts = two_accounts();
     accounts[0].target.password = crate::secret::Password::new("s3cret-Pa55");
     m.apply_config(&config(accounts.clone()));
@@ -715,5 +715,5 @@ fn a_password_never_appears() {
     v.detail = Some("s3cret-Pa55".into());
     m.record(&accounts[0], v, at(10));
     m.record(&accounts[0], failure(Reason::AuthRejected, vec![]), at(11));
-    assert!(!m.render().contains("s3cret"));
+    assert!(!x.render().contains("s3cret"));
 }

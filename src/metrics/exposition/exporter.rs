@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 
-use super::Shared;
+use crate::metrics::store::Store;
 
 /// The git commit the exporter was built from, or `unknown` (a build outside a checkout).
 pub const REVISION: &str = match option_env!("MAILBOX_EXPORTER_REVISION") {
@@ -156,12 +156,12 @@ const SPECS: [&Spec; 15] = [
 
 /// The exporter-wide families over the store.
 pub(super) struct ExporterCollector {
-    shared: Arc<Shared>,
+    store: Arc<Store>,
     descs: Vec<Desc>,
 }
 
 impl ExporterCollector {
-    pub(super) fn new(shared: Arc<Shared>) -> ExporterCollector {
+    pub(super) fn new(store: Arc<Store>) -> ExporterCollector {
         let descs = SPECS
             .iter()
             .map(|spec| {
@@ -170,7 +170,7 @@ impl ExporterCollector {
                     .expect("the families' names and labels are valid")
             })
             .collect();
-        ExporterCollector { shared, descs }
+        ExporterCollector { store, descs }
     }
 }
 
@@ -180,11 +180,11 @@ impl Collector for ExporterCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let shared = &self.shared;
-        let lag = shared.lag_max();
-        let in_flight = shared.in_flight.load(Ordering::Relaxed);
-        let budgets = shared.budget.servers();
-        let tokens = shared.tokens.get().map(|tokens| tokens.stats());
+        let store = &self.store;
+        let lag = store.lag_max();
+        let in_flight = store.in_flight.load(Ordering::Relaxed);
+        let budgets = store.budget.servers();
+        let tokens = store.tokens.get().map(|tokens| tokens.stats());
 
         let mut families = Vec::with_capacity(SPECS.len());
         let mut add = |spec: &Spec, metrics: Vec<Metric>| {
@@ -205,7 +205,7 @@ impl Collector for ExporterCollector {
             )],
         );
         {
-            let inner = shared.read();
+            let inner = store.read();
             add(
                 &RELOAD_OK,
                 vec![plain(f64::from(u8::from(inner.reload_ok)))],

@@ -11,12 +11,12 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Bucket, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 
 use super::exporter::sample;
-use super::{DURATION_BUCKETS, Entry, Shared};
+use crate::metrics::store::{DURATION_BUCKETS, Entry, Store, auth_mode_label};
 use crate::verdict::{AttemptResult, Method, Phase, Reason, TlsMode};
 
 /// The per-account and per-group families over the store.
 pub(super) struct AccountCollector {
-    shared: Arc<Shared>,
+    store: Arc<Store>,
     descs: Vec<Desc>,
 }
 
@@ -41,7 +41,7 @@ const FAMILIES: [(&str, MetricType); 17] = [
 ];
 
 impl AccountCollector {
-    pub(super) fn new(shared: Arc<Shared>) -> AccountCollector {
+    pub(super) fn new(store: Arc<Store>) -> AccountCollector {
         let descs = FAMILIES
             .iter()
             .map(|(name, _)| {
@@ -54,7 +54,7 @@ impl AccountCollector {
                 .expect("valid names")
             })
             .collect();
-        AccountCollector { shared, descs }
+        AccountCollector { store, descs }
     }
 }
 
@@ -95,7 +95,7 @@ impl Collector for AccountCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let inner = self.shared.read();
+        let inner = self.store.read();
         let mut series: Vec<Vec<Metric>> = FAMILIES.iter().map(|_| Vec::new()).collect();
         for e in inner.accounts.values() {
             let state = &e.state;
@@ -152,7 +152,7 @@ impl Collector for AccountCollector {
                 ("protocol", protocol),
                 ("server", server.as_str()),
                 ("tls", target.tls.mode.as_str()),
-                ("auth_mode", super::auth_mode_label(target)),
+                ("auth_mode", auth_mode_label(target)),
                 ("source", e.account.origin.source()),
             ];
             if let crate::config::Origin::Vicidial(row) = &e.account.origin {

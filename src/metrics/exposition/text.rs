@@ -11,8 +11,13 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::{BUCKET_LABELS, Entry, GroupStats, Inner};
+use crate::metrics::store::{DURATION_BUCKETS, Entry, GroupStats, Inner};
 use crate::verdict::{AttemptResult, Method, Phase, Phases, Reason, TlsMode};
+
+/// The `le` label of each of [`DURATION_BUCKETS`], then `+Inf`.
+const BUCKET_LABELS: [&str; DURATION_BUCKETS.len() + 1] = [
+    "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "30", "60", "+Inf",
+];
 
 /// What the per-account and per-group families need, copied out of the store so that the
 /// text is written without holding its lock: a probe's verdict waits for the copy (a
@@ -80,18 +85,6 @@ impl Row {
             last_success: state.last_success(),
             phases: last.map(|l| l.verdict.phases).unwrap_or_default(),
             tls: e.account.target.tls.mode != TlsMode::None,
-        }
-    }
-}
-
-/// Appends `value` escaped as the text format wants label values.
-pub(super) fn escape_label_into(out: &mut String, value: &str) {
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
         }
     }
 }
