@@ -532,8 +532,8 @@ struct Live {
 }
 
 impl web::Pages for Live {
-    fn metrics(&self) -> String {
-        self.exposition.render()
+    fn write_metrics(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        self.exposition.write(out)
     }
 
     fn landing_page(&self) -> String {

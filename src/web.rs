@@ -21,7 +21,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::server::conn::http1;
@@ -36,12 +35,14 @@ use tokio::sync::watch;
 use crate::config::ConfigErrors;
 
 mod auth;
+mod body;
 mod config;
 mod connections;
 mod tls;
 
 use auth::BasicAuth;
 pub use auth::{DEFAULT_HASH_COST, HashError, MAX_PASSWORD_BYTES, hash_password};
+use body::Body;
 use config::RateLimit;
 pub use config::{WebConfig, WebConfigError};
 use connections::{Admitted, Connections};
@@ -151,8 +152,9 @@ pub async fn bind(address: &ListenAddress) -> io::Result<TcpListener> {
 /// probes wrote: reading never makes the exporter log in anywhere. The exporter's state
 /// implements it; so do the fakes of the web side's and the service's tests.
 pub trait Pages: Send + Sync + 'static {
-    /// The Prometheus text exposition.
-    fn metrics(&self) -> String;
+    /// Writes the Prometheus text exposition to `out`, from a blocking thread; it fails only
+    /// when `out` does (the client went away).
+    fn write_metrics(&self, out: &mut dyn io::Write) -> io::Result<()>;
     /// The landing page (HTML).
     fn landing_page(&self) -> String;
     /// One account's page (HTML), `None` for an account that is not configured.
@@ -312,8 +314,6 @@ async fn serve_connection<S, B>(
     }
 }
 
-type Body = Full<Bytes>;
-
 struct Routes<B> {
     backend: Arc<B>,
     auth: Option<Arc<BasicAuth>>,
@@ -358,29 +358,37 @@ impl<B: Backend> Routes<B> {
             "/metrics" if read => {
                 let gzip = accepts_gzip(headers);
                 let backend = Arc::clone(&self.backend);
-                // Encoding thousands of accounts and compressing them is CPU work.
-                let encoded = tokio::task::spawn_blocking(move || {
-                    let text = backend.pages().metrics();
+                let (body, mut out) = Body::streamed();
+                // Encoding thousands of accounts (and compressing them) is CPU work: done off
+                // the runtime, and handed to the connection a chunk at a time as the client
+                // reads, so that the exposition is never held whole.
+                let written = tokio::task::spawn_blocking(move || {
+                    let pages = backend.pages();
                     if gzip {
-                        gzip_bytes(text.as_bytes()).map(Bytes::from)
+                        let mut encoder = GzEncoder::new(&mut out, Compression::fast());
+                        pages.write_metrics(&mut encoder)?;
+                        encoder.finish()?;
                     } else {
-                        Ok(Bytes::from(text))
+                        pages.write_metrics(&mut out)?;
                     }
-                })
-                .await;
-                let body = match encoded {
-                    Ok(Ok(body)) => body,
-                    Ok(Err(e)) => {
-                        tracing::error!(error = %e, "cannot compress the metrics");
-                        return text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode\n");
+                    out.flush()
+                });
+                tokio::spawn(async move {
+                    match written.await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
+                            tracing::debug!("the metrics client went away before the end");
+                        }
+                        Ok(Err(e)) => tracing::error!(error = %e, "cannot write the metrics"),
+                        Err(e) => tracing::error!(error = %e, "encoding the metrics failed"),
                     }
-                    Err(e) => {
-                        tracing::error!(error = %e, "encoding the metrics failed");
-                        return text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode\n");
-                    }
-                };
-                let mut response = respond(StatusCode::OK, METRICS_CONTENT_TYPE, body);
+                });
+                let mut response = Response::new(body);
                 let h = response.headers_mut();
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(METRICS_CONTENT_TYPE),
+                );
                 h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
                 if gzip {
                     h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
@@ -431,7 +439,7 @@ impl<B: Backend> Routes<B> {
 }
 
 fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
-    let mut response = Response::new(Full::new(body));
+    let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -477,12 +485,6 @@ pub fn accepts_gzip(headers: &HeaderMap) -> bool {
         }
     }
     gzip.or(any).is_some_and(|q| q > 0.0)
-}
-
-fn gzip_bytes(data: &[u8]) -> io::Result<Vec<u8>> {
-    let mut encoder = GzEncoder::new(Vec::with_capacity(data.len() / 4), Compression::fast());
-    encoder.write_all(data)?;
-    encoder.finish()
 }
 
 /// `%XX` escapes decoded; `None` for a malformed escape or a name that is not UTF-8.

@@ -100,8 +100,8 @@ impl Exporter for FakeExporter {
 }
 
 impl web::Pages for FakeExporter {
-    fn metrics(&self) -> String {
-        format!("fake_accounts {}\n", self.current().len())
+    fn write_metrics(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        writeln!(out, "fake_accounts {}", self.current().len())
     }
 
     fn landing_page(&self) -> String {

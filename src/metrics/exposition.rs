@@ -6,8 +6,8 @@
 //! per-account and per-group families that [`text`] writes by hand ([`families`] is the same
 //! through the crate, kept for the exposition benchmark, which measures both).
 
+use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use prometheus::core::Collector;
 use prometheus::{Registry, TextEncoder};
@@ -26,8 +26,6 @@ pub struct Exposition {
     /// The process collector and the exporter-wide families; private, so that tests and
     /// several exporters in one process never share series.
     registry: Registry,
-    /// The length of the last exposition, to size the next one.
-    last_len: AtomicUsize,
 }
 
 impl Exposition {
@@ -35,32 +33,32 @@ impl Exposition {
         let registry = registry([Box::new(exporter::ExporterCollector::new(Arc::clone(
             &store,
         )))]);
-        Exposition {
-            store,
-            registry,
-            last_len: AtomicUsize::new(0),
-        }
+        Exposition { store, registry }
     }
 
-    /// The Prometheus text exposition (format 0.0.4).
-    pub fn render(&self) -> String {
+    /// Writes the Prometheus text exposition (format 0.0.4) to `out`, a buffer's worth at a
+    /// time; fails only when `out` does.
+    pub fn write(&self, out: &mut dyn io::Write) -> io::Result<()> {
         // Gathered before the store is locked here: the collector takes the lock itself.
         let families = self.registry.gather();
         let inner = self.store.read();
         let snapshot = text::Snapshot::take(&inner);
-        let accounts = inner.accounts.len();
         drop(inner);
-        // ~11 series of ~90 bytes per account until the first exposition tells.
-        let estimate = match self.last_len.load(Ordering::Relaxed) {
-            0 => 4096 + accounts * 1000,
-            last => last + last / 8,
-        };
-        let mut out = String::with_capacity(estimate);
         // Encoding cannot fail: every family has a name and at least one series.
-        let _ = TextEncoder::new().encode_utf8(&families, &mut out);
+        let mut head = String::new();
+        let _ = TextEncoder::new().encode_utf8(&families, &mut head);
+        out.write_all(head.as_bytes())?;
+        let mut out = text::Out::new(out);
         text::write_accounts(&mut out, &snapshot);
-        self.last_len.store(out.len(), Ordering::Relaxed);
-        out
+        out.finish()
+    }
+
+    /// The whole exposition as one string, for tests and the exposition benchmark.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Writing to a `Vec` cannot fail, and the text is UTF-8 by construction.
+        let _ = self.write(&mut out);
+        String::from_utf8(out).unwrap_or_default()
     }
 
     /// The same exposition with the per-account and per-group families built through the

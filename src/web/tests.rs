@@ -1,6 +1,6 @@
 //! The web side over real sockets on `127.0.0.1:0`, with a fake backend.
 
-use std::io::Read as _;
+use std::io::{self, Read as _};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -31,8 +31,11 @@ pub(crate) struct Fake {
 }
 
 impl Pages for Fake {
-    fn metrics(&self) -> String {
-        METRIC_LINE.repeat(if self.huge_metrics { 500_000 } else { 200 })
+    fn write_metrics(&self, out: &mut dyn io::Write) -> io::Result<()> {
+        for _ in 0..if self.huge_metrics { 500_000 } else { 200 } {
+            out.write_all(METRIC_LINE.as_bytes())?;
+        }
+        Ok(())
     }
 
     fn landing_page(&self) -> String {
@@ -189,16 +192,45 @@ pub(crate) fn parse_reply(raw: &[u8]) -> Reply {
         .unwrap()
         .parse()
         .unwrap();
-    let headers = lines
+    let headers: Vec<(String, String)> = lines
         .map(|l| {
             let (n, v) = l.split_once(':').unwrap();
             (n.trim().to_string(), v.trim().to_string())
         })
         .collect();
+    let chunked = headers.iter().any(|(n, v)| {
+        n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    let body = &raw[split + 4..];
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_vec()
+    };
     Reply {
         status,
         headers,
-        body: raw[split + 4..].to_vec(),
+        body,
+    }
+}
+
+/// A chunked body's data; panics on a malformed or incomplete one.
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let end = raw
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("a chunk size line");
+        let size = std::str::from_utf8(&raw[..end]).unwrap();
+        let size = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).unwrap();
+        raw = &raw[end + 2..];
+        if size == 0 {
+            return body;
+        }
+        body.extend_from_slice(&raw[..size]);
+        assert_eq!(&raw[size..size + 2], b"\r\n", "a chunk ends with CRLF");
+        raw = &raw[size + 2..];
     }
 }
 

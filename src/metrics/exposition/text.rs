@@ -1,6 +1,7 @@
 //! The per-account and per-group families, written as text by hand: the values are copied
-//! out of the store under its lock, then written in one pass into one buffer, with every
-//! account's label prefix rendered once when it is configured.
+//! out of the store under its lock, then written in one pass through a buffer handed on
+//! whenever it holds [`SPILL`] bytes, with every account's label prefix rendered once when it
+//! is configured.
 //!
 //! The `prometheus` crate's encoder renders the exporter-wide families; these are appended
 //! after them. Going through the crate's data model for 10,000 accounts costs a `Metric`
@@ -8,6 +9,7 @@
 //! exposition benchmark (`cargo bench --bench exposition`) measures both paths.
 
 use std::fmt::Write as _;
+use std::io;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -18,6 +20,49 @@ use crate::verdict::{AttemptResult, Method, Phase, Phases, Reason, TlsMode};
 const BUCKET_LABELS: [&str; DURATION_BUCKETS.len() + 1] = [
     "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "30", "60", "+Inf",
 ];
+
+/// The buffer is handed to the writer once it holds this much: the text of ten thousand
+/// accounts (about 10 MB) never sits in memory whole.
+const SPILL: usize = 32 * 1024;
+
+/// Where the text goes: a buffer, spilled into `sink` between series.
+pub(super) struct Out<'w> {
+    text: String,
+    sink: &'w mut dyn io::Write,
+    /// The sink's first error; nothing more is written after it.
+    error: Option<io::Error>,
+}
+
+impl<'w> Out<'w> {
+    pub(super) fn new(sink: &'w mut dyn io::Write) -> Out<'w> {
+        Out {
+            text: String::with_capacity(SPILL + 1024),
+            sink,
+            error: None,
+        }
+    }
+
+    fn spill_if_full(&mut self) {
+        if self.text.len() >= SPILL {
+            self.spill();
+        }
+    }
+
+    fn spill(&mut self) {
+        if self.error.is_none()
+            && let Err(e) = self.sink.write_all(self.text.as_bytes())
+        {
+            self.error = Some(e);
+        }
+        self.text.clear();
+    }
+
+    /// Hands on what is left; the sink's first error, if any.
+    pub(super) fn finish(mut self) -> io::Result<()> {
+        self.spill();
+        self.error.map_or(Ok(()), Err)
+    }
+}
 
 /// What the per-account and per-group families need, copied out of the store so that the
 /// text is written without holding its lock: a probe's verdict waits for the copy (a
@@ -154,17 +199,17 @@ impl Sample for Timestamp {
 
 /// One family being written: its `# HELP`/`# TYPE` lines go out with its first series, so
 /// a family without series (no account in backoff, say) leaves no trace.
-struct Family<'a> {
-    out: &'a mut String,
+struct Family<'a, 'w> {
+    out: &'a mut Out<'w>,
     name: &'static str,
     kind: &'static str,
     help: &'static str,
     started: bool,
 }
 
-impl<'a> Family<'a> {
+impl<'a, 'w> Family<'a, 'w> {
     fn new(
-        out: &'a mut String,
+        out: &'a mut Out<'w>,
         name: &'static str,
         kind: &'static str,
         help: &'static str,
@@ -197,7 +242,7 @@ impl<'a> Family<'a> {
         value: impl Sample,
     ) {
         self.start();
-        let out = &mut *self.out;
+        let out = &mut self.out.text;
         out.push_str(self.name);
         out.push('{');
         out.push_str(labels);
@@ -215,13 +260,14 @@ impl<'a> Family<'a> {
         out.push_str("} ");
         value.write_to(out);
         out.push('\n');
+        self.out.spill_if_full();
     }
 
     fn start(&mut self) {
         if !self.started {
             self.started = true;
             let _ = writeln!(
-                self.out,
+                self.out.text,
                 "# HELP {name} {help}\n# TYPE {name} {kind}",
                 name = self.name,
                 help = self.help,
@@ -256,7 +302,7 @@ fn logged_in(e: &Entry) -> Option<Method> {
 }
 
 /// Appends the per-account and per-group families.
-pub(super) fn write_accounts(out: &mut String, snapshot: &Snapshot) {
+pub(super) fn write_accounts(out: &mut Out<'_>, snapshot: &Snapshot) {
     let accounts = || snapshot.accounts.iter();
 
     let mut f = Family::new(
@@ -402,7 +448,7 @@ pub(super) fn write_accounts(out: &mut String, snapshot: &Snapshot) {
     write_groups(out, &snapshot.groups);
 }
 
-fn write_groups(out: &mut String, snapshot: &[(GroupStats, u64, u64)]) {
+fn write_groups(out: &mut Out<'_>, snapshot: &[(GroupStats, u64, u64)]) {
     let groups = || {
         snapshot
             .iter()
@@ -475,7 +521,7 @@ fn write_groups(out: &mut String, snapshot: &[(GroupStats, u64, u64)]) {
     );
     for (g, _, _) in snapshot {
         f.start();
-        let out = &mut *f.out;
+        let out = &mut f.out.text;
         let mut cumulative = 0;
         for (i, le) in BUCKET_LABELS.iter().enumerate() {
             cumulative = match g.buckets.get(i) {
@@ -490,5 +536,6 @@ fn write_groups(out: &mut String, snapshot: &[(GroupStats, u64, u64)]) {
         }
         let _ = writeln!(out, "{name}_sum{{{}}} {}", g.labels, g.sum);
         let _ = writeln!(out, "{name}_count{{{}}} {}", g.labels, g.count);
+        f.out.spill_if_full();
     }
 }
