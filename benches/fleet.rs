@@ -20,6 +20,10 @@ use mailbox_exporter::sim::{Behavior, SimServer, SimSpec, sim_certificate};
 use mailbox_exporter::verdict::{Protocol, TlsMode};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
+/// The exporter's allocator, as in the binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ROLE_ENV: &str = "MAILBOX_EXPORTER_BENCH_ROLE";
 const USER: &str = "bench";
 const PASSWORD: &str = "bench-password";
@@ -97,6 +101,8 @@ struct Report {
     seconds: f64,
     cpu_seconds: f64,
     peak_rss_mib: f64,
+    /// At the end of the window, after the last scrapes.
+    end_rss_mib: f64,
     max_lag: f64,
     render_ms: Vec<f64>,
     metrics_bytes: usize,
@@ -125,7 +131,12 @@ impl std::fmt::Display for Report {
             "exporter CPU:            {:.2} s = {:.3} CPU s per 1,000 probes",
             self.cpu_seconds, cpu_per_k
         )?;
-        writeln!(f, "peak RSS:                {:.1} MiB", self.peak_rss_mib)?;
+        writeln!(
+            f,
+            "RSS:                     peak {:.1} MiB (loading the config included), {:.1} MiB \
+             at the end",
+            self.peak_rss_mib, self.end_rss_mib
+        )?;
         writeln!(f, "max schedule lag:        {:.3} s", self.max_lag)?;
         write!(
             f,
@@ -189,6 +200,7 @@ async fn measure(scenario: &Scenario, config: &Path) -> Report {
         metrics_bytes = scrape(addr).await.bytes;
         render_ms.push(t.elapsed().as_secs_f64() * 1000.0);
     }
+    let end_rss_mib = proc::status_kib("VmRSS:") / 1024.0;
     running.shutdown().await;
     Report {
         name: scenario.name,
@@ -198,6 +210,7 @@ async fn measure(scenario: &Scenario, config: &Path) -> Report {
         seconds,
         cpu_seconds: cpu,
         peak_rss_mib: proc::status_kib("VmHWM:") / 1024.0,
+        end_rss_mib,
         max_lag,
         render_ms,
         metrics_bytes,
