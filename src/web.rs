@@ -12,7 +12,7 @@
 
 use std::convert::Infallible;
 use std::fmt;
-use std::io::{self, Write as _};
+use std::io;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -371,7 +371,7 @@ impl<B: Backend> Routes<B> {
                     } else {
                         pages.write_metrics(&mut out)?;
                     }
-                    out.flush()
+                    out.finish()
                 });
                 tokio::spawn(async move {
                     match written.await {

@@ -4,6 +4,8 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -19,19 +21,26 @@ const CHUNKS_AHEAD: usize = 4;
 pub(crate) enum Body {
     /// The whole body; `None` once sent.
     Whole(Option<Bytes>),
-    /// Chunks from a [`ChunkWriter`]; ends when the writer is dropped.
-    Streamed(mpsc::Receiver<Bytes>),
+    /// Chunks from a [`ChunkWriter`]; ends when the writer is dropped: well if it was
+    /// finished, else with an error, so that the connection is cut rather than a partial
+    /// exposition passed off as whole.
+    Streamed {
+        rx: mpsc::Receiver<Bytes>,
+        finished: Arc<AtomicBool>,
+    },
 }
 
 impl Body {
     /// A streamed body and the writer that feeds it.
     pub(crate) fn streamed() -> (Body, ChunkWriter) {
         let (tx, rx) = mpsc::channel(CHUNKS_AHEAD);
+        let finished = Arc::new(AtomicBool::new(false));
         let writer = ChunkWriter {
             tx,
             buf: Vec::with_capacity(CHUNK),
+            finished: Arc::clone(&finished),
         };
-        (Body::Streamed(rx), writer)
+        (Body::Streamed { rx, finished }, writer)
     }
 }
 
@@ -43,7 +52,7 @@ impl From<Bytes> for Body {
 
 impl hyper::body::Body for Body {
     type Data = Bytes;
-    type Error = std::convert::Infallible;
+    type Error = io::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
@@ -51,9 +60,11 @@ impl hyper::body::Body for Body {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
             Body::Whole(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Body::Streamed(rx) => rx
-                .poll_recv(cx)
-                .map(|chunk| chunk.map(|b| Ok(Frame::data(b)))),
+            Body::Streamed { rx, finished } => rx.poll_recv(cx).map(|chunk| match chunk {
+                Some(b) => Some(Ok(Frame::data(b))),
+                None if finished.load(Ordering::SeqCst) => None,
+                None => Some(Err(io::Error::other("the body was cut short"))),
+            }),
         }
     }
 
@@ -67,7 +78,7 @@ impl hyper::body::Body for Body {
             Body::Whole(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
-            Body::Streamed(_) => SizeHint::default(),
+            Body::Streamed { .. } => SizeHint::default(),
         }
     }
 }
@@ -79,9 +90,18 @@ impl hyper::body::Body for Body {
 pub(crate) struct ChunkWriter {
     tx: mpsc::Sender<Bytes>,
     buf: Vec<u8>,
+    finished: Arc<AtomicBool>,
 }
 
 impl ChunkWriter {
+    /// Sends what is left and ends the body well. A writer dropped without this (its writer
+    /// failed or panicked) ends it with an error.
+    pub(crate) fn finish(mut self) -> io::Result<()> {
+        self.send()?;
+        self.finished.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
     fn send(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
@@ -124,7 +144,7 @@ mod tests {
         let written = text.clone();
         let task = tokio::task::spawn_blocking(move || {
             writer.write_all(&written)?;
-            writer.flush()
+            writer.finish()
         });
         let mut body = body;
         let mut got = Vec::new();
@@ -148,6 +168,28 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(failed.unwrap_err().kind(), io::ErrorKind::BrokenPipe);
+    }
+
+    #[tokio::test]
+    async fn a_writer_dropped_unfinished_ends_the_body_with_an_error() {
+        let (mut body, mut writer) = Body::streamed();
+        tokio::task::spawn_blocking(move || {
+            writer.write_all(&[b'x'; CHUNK + 10]).unwrap();
+            writer.flush().unwrap();
+            drop(writer);
+        })
+        .await
+        .unwrap();
+        let mut data = 0;
+        let error = loop {
+            match body.frame().await {
+                Some(Ok(frame)) => data += frame.into_data().unwrap().len(),
+                Some(Err(e)) => break e,
+                None => panic!("the body ended well without being finished"),
+            }
+        };
+        assert_eq!(data, CHUNK + 10);
+        assert!(error.to_string().contains("cut short"), "{error}");
     }
 
     #[test]
