@@ -145,7 +145,30 @@ fn main() {
         "peak RSS of the whole run: {:.1} MiB",
         proc::status_kib("VmHWM:") / 1024.0
     );
+    landing_page(&store);
     recording_during_scrapes(&store, &exposition, &config, runs);
+}
+
+/// The landing page lists every account: its time and size at this many accounts.
+fn landing_page(store: &Store) {
+    let info = mailbox_exporter::page::PageInfo {
+        version: "bench",
+        config_file: None,
+        shard: None,
+        last_reload_ok: true,
+        now: SystemTime::now(),
+        sources: Vec::new(),
+    };
+    let before = proc::reset_peak();
+    let started = Instant::now();
+    let page = mailbox_exporter::page::landing(&store.accounts(), &info);
+    let took = started.elapsed();
+    println!(
+        "landing page: {} to render, {:.2} MB, RSS growth {:.1} MiB",
+        ms(took),
+        page.len() as f64 / 1e6,
+        (proc::status_kib("VmHWM:") - before) / 1024.0
+    );
 }
 
 /// How long a probe's verdict waits to be recorded while scrapes run back to back on another
