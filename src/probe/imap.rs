@@ -423,7 +423,7 @@ impl Dialect for Imap {
             done(conn, &tag).await
         })
         .await;
-        conn.shutdown().await;
+        link.close().await;
     }
 }
 

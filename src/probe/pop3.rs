@@ -308,7 +308,7 @@ impl Dialect for Pop3 {
             read_reply(conn).await
         })
         .await;
-        conn.shutdown().await;
+        link.close().await;
     }
 }
 
