@@ -103,6 +103,8 @@ struct Report {
     peak_rss_mib: f64,
     /// At the end of the window, after the last scrapes.
     end_rss_mib: f64,
+    /// The benchmark's process before the exporter started.
+    start_rss_mib: f64,
     max_lag: f64,
     render_ms: Vec<f64>,
     metrics_bytes: usize,
@@ -134,8 +136,8 @@ impl std::fmt::Display for Report {
         writeln!(
             f,
             "RSS:                     peak {:.1} MiB (loading the config included), {:.1} MiB \
-             at the end",
-            self.peak_rss_mib, self.end_rss_mib
+             at the end, {:.1} MiB before the exporter started",
+            self.peak_rss_mib, self.end_rss_mib, self.start_rss_mib
         )?;
         writeln!(f, "max schedule lag:        {:.3} s", self.max_lag)?;
         write!(
@@ -166,7 +168,7 @@ fn run(scenario: &Scenario) -> Report {
 async fn measure(scenario: &Scenario, config: &Path) -> Report {
     // The peak from here on: loading the config, probing and serving, not an earlier
     // scenario's.
-    proc::reset_peak();
+    let start_rss_mib = proc::reset_peak() / 1024.0;
     let running = app::start(RunOptions {
         config_file: config.to_path_buf(),
         listen_address: "127.0.0.1:0".parse().unwrap(),
@@ -211,6 +213,7 @@ async fn measure(scenario: &Scenario, config: &Path) -> Report {
         cpu_seconds: cpu,
         peak_rss_mib: proc::status_kib("VmHWM:") / 1024.0,
         end_rss_mib,
+        start_rss_mib,
         max_lag,
         render_ms,
         metrics_bytes,
