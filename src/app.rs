@@ -434,6 +434,9 @@ impl<E: Exporter> Load for Reloader<E> {
                     Ok(accounts)
                 }
                 Err(errors) => {
+                    // The state first, as on success: whoever reads the log line and then
+                    // scrapes sees the failure.
+                    self.exporter.config_reload(false, now);
                     for e in errors.errors() {
                         tracing::error!(path = %self.path.display(), "config error: {e}");
                     }
@@ -442,7 +445,6 @@ impl<E: Exporter> Load for Reloader<E> {
                         errors = errors.len(),
                         "config reload failed; the previous config stays in force"
                     );
-                    self.exporter.config_reload(false, now);
                     Err(errors)
                 }
             }
