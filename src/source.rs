@@ -92,9 +92,7 @@ pub async fn follow(settings: SourceSettings, sink: impl Sink) {
     loop {
         ticks.tick().await;
         let outcome = read(&settings).await;
-        for change in log.changes(&outcome) {
-            change.log(&name);
-        }
+        let changes = log.changes(&outcome);
         match outcome {
             Ok(read) => {
                 status.up = true;
@@ -113,6 +111,10 @@ pub async fn follow(settings: SourceSettings, sink: impl Sink) {
             }
         }
         sink.status(&name, status.clone());
+        // Logged once in force, so that a scrape after the log line sees what it says.
+        for change in changes {
+            change.log(&name);
+        }
     }
 }
 
