@@ -216,21 +216,33 @@ fn measure_ours(dovecot: &Dovecot, kind: Kind, settings: &Settings) -> Sample {
         );
     }
     fs::write(&config, text).unwrap();
-    let listen = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_mailbox_exporter"))
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--web.listen-address={listen}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(File::create(dir.path().join("stderr")).unwrap())
-        .spawn()
-        .expect("run mailbox_exporter");
-    let mut child = Running(child);
-    wait_for_port(listen, &mut child.0, "mailbox_exporter");
+    let (child, _) = serve(
+        Path::new(env!("CARGO_BIN_EXE_mailbox_exporter")),
+        &config,
+        dir.path(),
+    );
     thread::sleep(settings.warmup);
     let sample = window(dovecot, kind, child.0.id(), settings);
     drop(child);
     sample
+}
+
+/// Starts an exporter (`binary`: ours or blackbox_exporter, which take the same two flags)
+/// on `config`, its stderr in `dir`, and waits until it listens.
+fn serve(binary: &Path, config: &Path, dir: &Path) -> (Running, SocketAddr) {
+    let listen = free_port();
+    let name = binary.file_name().unwrap_or_default().to_string_lossy();
+    let child = Command::new(binary)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--web.listen-address={listen}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(dir.join("stderr")).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {name}: {e}"));
+    let mut child = Running(child);
+    wait_for_port(listen, &mut child.0, &name);
+    (child, listen)
 }
 
 /// Debian's blackbox_exporter, asked for one login per account in turn at the paced rate.
@@ -274,17 +286,7 @@ fn measure_blackbox(binary: &Path, dovecot: &Dovecot, kind: Kind, settings: &Set
         }
     }
     fs::write(&config, text).unwrap();
-    let listen = free_port();
-    let child = Command::new(binary)
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--web.listen-address={listen}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(File::create(dir.path().join("stderr")).unwrap())
-        .spawn()
-        .expect("run blackbox_exporter");
-    let mut child = Running(child);
-    wait_for_port(listen, &mut child.0, "blackbox_exporter");
+    let (child, listen) = serve(binary, &config, dir.path());
     let modules = (0..settings.rate)
         .map(|i| format!("{}_{i}", kind.name()))
         .collect();
@@ -677,7 +679,7 @@ impl Drop for Dovecot {
         let title = format!("dovecot-{}/", self.instance);
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let pids = processes_titled(&title);
+            let pids = proc::pids_where(|cmdline| cmdline.starts_with(title.as_bytes()));
             if pids.is_empty() || Instant::now() > deadline {
                 break;
             }
@@ -689,19 +691,6 @@ impl Drop for Dovecot {
             thread::sleep(Duration::from_millis(50));
         }
     }
-}
-
-fn processes_titled(title: &str) -> Vec<u32> {
-    let Ok(proc) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    proc.flatten()
-        .filter_map(|entry| {
-            let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
-            let cmdline = fs::read(entry.path().join("cmdline")).ok()?;
-            cmdline.starts_with(title.as_bytes()).then_some(pid)
-        })
-        .collect()
 }
 
 /// A port free on 127.0.0.1 right now.

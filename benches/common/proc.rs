@@ -1,4 +1,5 @@
-//! What the benchmarks read of a process from /proc: its CPU time and its memory.
+//! What the benchmarks and the test harnesses read of processes from /proc: CPU time, memory,
+//! and which processes are which.
 
 // Each benchmark includes this file and uses a part of it.
 #![allow(dead_code)]
@@ -42,4 +43,18 @@ pub fn status_kib(field: &str) -> f64 {
 pub fn reset_peak() -> f64 {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     status_kib("VmRSS:")
+}
+
+/// Pids of the processes whose command line (NUL-separated arguments) satisfies `matches`.
+pub fn pids_where(matches: impl Fn(&[u8]) -> bool) -> Vec<u32> {
+    let Ok(proc) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    proc.flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            matches(&cmdline).then_some(pid)
+        })
+        .collect()
 }

@@ -726,17 +726,5 @@ fn stop(master: &mut Child, saslauthd: Option<&mut Child>, dir: &Path) {
 /// Pids of the processes whose command line mentions `dir`.
 pub fn processes_mentioning(dir: &Path) -> Vec<u32> {
     let needle = dir.as_os_str().as_encoded_bytes();
-    let Ok(proc) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    proc.flatten()
-        .filter_map(|entry| {
-            let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
-            let cmdline = fs::read(entry.path().join("cmdline")).ok()?;
-            cmdline
-                .windows(needle.len())
-                .any(|w| w == needle)
-                .then_some(pid)
-        })
-        .collect()
+    super::proc::pids_where(|cmdline| cmdline.windows(needle.len()).any(|w| w == needle))
 }

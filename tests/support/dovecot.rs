@@ -736,16 +736,7 @@ pub(super) fn signal(signal: &str, pids: &[u32]) {
 /// child of this instance's master names itself.
 fn processes_titled(instance: &str) -> Vec<u32> {
     let title = format!("dovecot-{instance}/");
-    let Ok(proc) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    proc.flatten()
-        .filter_map(|entry| {
-            let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
-            let cmdline = fs::read(entry.path().join("cmdline")).ok()?;
-            cmdline.starts_with(title.as_bytes()).then_some(pid)
-        })
-        .collect()
+    super::proc::pids_where(|cmdline| cmdline.starts_with(title.as_bytes()))
 }
 
 fn read_from(path: &Path, offset: u64) -> String {

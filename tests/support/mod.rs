@@ -15,6 +15,8 @@ pub mod http;
 pub mod mail;
 pub mod mariadb;
 pub mod oauth2_provider;
+#[path = "../../benches/common/proc.rs"]
+pub mod proc;
 pub mod prometheus;
 
 use std::env;
