@@ -362,25 +362,20 @@ impl<B: Backend> Routes<B> {
                 // Encoding thousands of accounts (and compressing them) is CPU work: done off
                 // the runtime, and handed to the connection a chunk at a time as the client
                 // reads, so that the exposition is never held whole.
-                let written = tokio::task::spawn_blocking(move || {
+                // The writer fails only when the body is gone: the client left, or was cut off
+                // for not reading.
+                tokio::task::spawn_blocking(move || {
                     let pages = backend.pages();
-                    if gzip {
+                    let written = if gzip {
                         let mut encoder = GzEncoder::new(&mut out, Compression::fast());
-                        pages.write_metrics(&mut encoder)?;
-                        encoder.finish()?;
+                        pages
+                            .write_metrics(&mut encoder)
+                            .and_then(|()| encoder.finish().map(drop))
                     } else {
-                        pages.write_metrics(&mut out)?;
-                    }
-                    out.finish()
-                });
-                tokio::spawn(async move {
-                    match written.await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
-                            tracing::debug!("the metrics client went away before the end");
-                        }
-                        Ok(Err(e)) => tracing::error!(error = %e, "cannot write the metrics"),
-                        Err(e) => tracing::error!(error = %e, "encoding the metrics failed"),
+                        pages.write_metrics(&mut out)
+                    };
+                    if let Err(e) = written.and_then(|()| out.finish()) {
+                        tracing::debug!(error = %e, "the metrics client went away before the end");
                     }
                 });
                 let mut response = Response::new(body);
